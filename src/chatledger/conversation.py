@@ -1,0 +1,352 @@
+"""A conversation: append messages, read them back, account for their tokens.
+
+``Conversation`` and ``AsyncConversation`` are twins: the same arguments, checks and SQL
+(``chatledger.store.ops``); only how the statements are executed differs. A conversation object
+is a handle (its key and the row as last read); it holds no connection and is cheap to create
+per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+from sqlalchemy import exc as sa_exc
+
+from chatledger._core import LedgerConfig, dump_json
+from chatledger.errors import ConversationNotFoundError, InvalidArgumentError, StorageError
+from chatledger.records import ConversationInfo, StoredMessage
+from chatledger.store import ops
+from chatledger.tokens import TokenCounter
+
+if TYPE_CHECKING:
+    from chatledger.ledger import AsyncLedger, Ledger
+
+__all__ = ["AsyncConversation", "Conversation"]
+
+_MAX_APPEND_RETRIES = 3
+
+
+@contextmanager
+def db_errors() -> Iterator[None]:
+    """Database failures a caller may retry become :class:`StorageError`."""
+    try:
+        yield
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as exc:
+        raise StorageError(f"database error: {exc.orig or exc}") from exc
+    except sa_exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise StorageError(f"database connection lost: {exc.orig or exc}") from exc
+        raise
+
+
+def _check_range(start: int | None, stop: int | None, limit: int | None) -> None:
+    for name, v in (("start", start), ("stop", stop), ("limit", limit)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 0):
+            raise InvalidArgumentError(name, "must be a non-negative integer")
+
+
+def _check_key(key: str | None) -> None:
+    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
+        raise InvalidArgumentError("idempotency_key", "must be a string of 1-200 characters")
+
+
+class _Handle:
+    """State and pure helpers shared by both twins."""
+
+    _pk: int
+    _info: ConversationInfo
+
+    @property
+    def id(self) -> str:
+        return self._info.id
+
+    @property
+    def owner(self) -> str | None:
+        return self._info.owner
+
+    @property
+    def model(self) -> str:
+        return self._info.model
+
+    @property
+    def encoding(self) -> str:
+        return self._info.encoding
+
+    @property
+    def info(self) -> ConversationInfo:
+        """The row as last read or written by this handle (see ``refresh``)."""
+        return self._info
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} id={self.id!r} owner={self.owner!r} model={self.model!r}>"
+
+    def _after_write(self, stored: list[StoredMessage]) -> None:
+        last = stored[-1]
+        if last.seq > self._info.last_seq:
+            self._info = replace(
+                self._info,
+                last_seq=last.seq,
+                token_total=last.cumulative_tokens,
+                message_count=self._info.message_count + len(stored),
+                last_round_seq=last.round_seq,
+                updated_at=last.created_at,
+            )
+
+    def _update_plan(
+        self,
+        config: LedgerConfig,
+        model: str | None,
+        title: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> Callable[[Connection], ConversationInfo]:
+        """Check an update's arguments; return the transaction body that applies it."""
+        values: dict[str, Any] = {}
+        if title is not None:
+            if not isinstance(title, str) or len(title) > 1024 or "\x00" in title:
+                raise InvalidArgumentError("title", "must be a string of at most 1024 characters")
+            values["title"] = title
+        if metadata is not None:
+            values["meta"] = dump_json(metadata, "metadata")
+        current = config.counter(self.model)
+        counter = None
+        if model is not None and model != self.model:
+            counter = config.counter(config.check_model(model))
+        pk = self._pk
+
+        def run(conn: Connection) -> ConversationInfo:
+            if counter is not None:
+                if counter.profile != current.profile:
+                    ops.recount(conn, pk, counter)
+                values.update(
+                    model=counter.model,
+                    encoding=counter.encoding_name,
+                    token_profile=counter.profile,
+                )
+            return ops.update_conversation(conn, pk, values)
+
+        return run
+
+
+class Conversation(_Handle):
+    """A stored conversation, used from synchronous code. Get one from :class:`Ledger`."""
+
+    def __init__(self, ledger: Ledger, pk: int, info: ConversationInfo) -> None:
+        self._ledger = ledger
+        self._pk = pk
+        self._info = info
+
+    @property
+    def counter(self) -> TokenCounter:
+        """The token counter for this conversation's model."""
+        return self._ledger._config.counter(self.model)
+
+    def append(
+        self,
+        message: object,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> StoredMessage:
+        """Store one message at the end; returns it with its seq and token counts."""
+        return self._write([message], [metadata], idempotency_key)[0]
+
+    def extend(
+        self, messages: Iterable[object], *, idempotency_key: str | None = None
+    ) -> list[StoredMessage]:
+        """Store several messages atomically: all of them, in order, or none."""
+        return self._write(list(messages), None, idempotency_key)
+
+    def _write(
+        self,
+        items: Sequence[object],
+        metas: Sequence[Mapping[str, Any] | None] | None,
+        key: str | None,
+        status: str | None = None,
+    ) -> list[StoredMessage]:
+        _check_key(key)
+        if not items:
+            return []
+        config = self._ledger._config
+        for _ in range(_MAX_APPEND_RETRIES):
+            counter = config.counter(self.model)
+            batch = config.prepare(items, counter, metas, status)
+            try:
+                with db_errors(), self._ledger.engine.begin() as conn:
+                    stored = ops.append(conn, self._pk, counter.profile, batch, key)
+            except ops.StaleProfile:
+                self.refresh()
+                continue
+            except ConversationNotFoundError:
+                raise ConversationNotFoundError(self.id) from None
+            self._after_write(stored)
+            return stored
+        raise StorageError("the conversation's model kept changing during the write; retry")
+
+    def records(
+        self, *, start: int | None = None, stop: int | None = None, limit: int | None = None
+    ) -> list[StoredMessage]:
+        """Stored messages with ``start <= seq < stop`` (seq counts from 1), oldest first."""
+        _check_range(start, stop, limit)
+        with db_errors(), self._ledger.engine.connect() as conn:
+            return ops.read_records(conn, self._pk, start, stop, limit)
+
+    def messages(
+        self, *, start: int | None = None, stop: int | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The history (or a seq range of it) as API-ready dicts, oldest first."""
+        return [r.message for r in self.records(start=start, stop=stop, limit=limit)]
+
+    def last(self, n: int) -> list[StoredMessage]:
+        """The newest ``n`` stored messages, oldest first: one indexed query."""
+        _check_range(None, None, n)
+        with db_errors(), self._ledger.engine.connect() as conn:
+            return ops.read_records(conn, self._pk, None, None, n, newest=True)
+
+    def count_tokens(self, tools: Sequence[Mapping[str, Any]] | None = None) -> int:
+        """Prompt tokens of a request carrying the whole stored history, from stored totals."""
+        info = self.refresh()
+        return info.token_total + self.counter.priming + self.counter.tools(tools)
+
+    def refresh(self) -> ConversationInfo:
+        """Read the conversation's row again (another worker may have written since)."""
+        with db_errors(), self._ledger.engine.connect() as conn:
+            try:
+                _, self._info = ops.find_conversation(conn, self.id, None)
+            except ConversationNotFoundError:
+                raise ConversationNotFoundError(self.id) from None
+        return self._info
+
+    def update(
+        self,
+        *,
+        model: str | None = None,
+        title: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ConversationInfo:
+        """Change the title, metadata or model. A model that counts tokens differently has
+        every stored message re-counted, once, in the same transaction."""
+        run = self._update_plan(self._ledger._config, model, title, metadata)
+        with db_errors(), self._ledger.engine.begin() as conn:
+            self._info = run(conn)
+        return self._info
+
+    def delete(self) -> None:
+        """Delete the conversation with its messages, summaries and usage records."""
+        self._ledger.delete(self.id)
+
+
+class AsyncConversation(_Handle):
+    """The async twin of :class:`Conversation`. Get one from :class:`AsyncLedger`."""
+
+    def __init__(self, ledger: AsyncLedger, pk: int, info: ConversationInfo) -> None:
+        self._ledger = ledger
+        self._pk = pk
+        self._info = info
+
+    @property
+    def counter(self) -> TokenCounter:
+        return self._ledger._config.counter(self.model)
+
+    async def append(
+        self,
+        message: object,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> StoredMessage:
+        """Store one message at the end; returns it with its seq and token counts."""
+        return (await self._write([message], [metadata], idempotency_key))[0]
+
+    async def extend(
+        self, messages: Iterable[object], *, idempotency_key: str | None = None
+    ) -> list[StoredMessage]:
+        """Store several messages atomically: all of them, in order, or none."""
+        return await self._write(list(messages), None, idempotency_key)
+
+    async def _write(
+        self,
+        items: Sequence[object],
+        metas: Sequence[Mapping[str, Any] | None] | None,
+        key: str | None,
+        status: str | None = None,
+    ) -> list[StoredMessage]:
+        _check_key(key)
+        if not items:
+            return []
+        config = self._ledger._config
+        for _ in range(_MAX_APPEND_RETRIES):
+            counter = config.counter(self.model)
+            batch = config.prepare(items, counter, metas, status)
+            try:
+                with db_errors():
+                    async with self._ledger.engine.begin() as conn:
+                        stored = await conn.run_sync(
+                            ops.append, self._pk, counter.profile, batch, key
+                        )
+            except ops.StaleProfile:
+                await self.refresh()
+                continue
+            except ConversationNotFoundError:
+                raise ConversationNotFoundError(self.id) from None
+            self._after_write(stored)
+            return stored
+        raise StorageError("the conversation's model kept changing during the write; retry")
+
+    async def records(
+        self, *, start: int | None = None, stop: int | None = None, limit: int | None = None
+    ) -> list[StoredMessage]:
+        """Stored messages with ``start <= seq < stop`` (seq counts from 1), oldest first."""
+        _check_range(start, stop, limit)
+        with db_errors():
+            async with self._ledger.engine.connect() as conn:
+                return await conn.run_sync(ops.read_records, self._pk, start, stop, limit)
+
+    async def messages(
+        self, *, start: int | None = None, stop: int | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The history (or a seq range of it) as API-ready dicts, oldest first."""
+        return [r.message for r in await self.records(start=start, stop=stop, limit=limit)]
+
+    async def last(self, n: int) -> list[StoredMessage]:
+        """The newest ``n`` stored messages, oldest first: one indexed query."""
+        _check_range(None, None, n)
+        with db_errors():
+            async with self._ledger.engine.connect() as conn:
+                return await conn.run_sync(ops.read_records, self._pk, None, None, n, True)
+
+    async def count_tokens(self, tools: Sequence[Mapping[str, Any]] | None = None) -> int:
+        """Prompt tokens of a request carrying the whole stored history, from stored totals."""
+        info = await self.refresh()
+        return info.token_total + self.counter.priming + self.counter.tools(tools)
+
+    async def refresh(self) -> ConversationInfo:
+        """Read the conversation's row again (another worker may have written since)."""
+        with db_errors():
+            async with self._ledger.engine.connect() as conn:
+                try:
+                    _, self._info = await conn.run_sync(ops.find_conversation, self.id, None)
+                except ConversationNotFoundError:
+                    raise ConversationNotFoundError(self.id) from None
+        return self._info
+
+    async def update(
+        self,
+        *,
+        model: str | None = None,
+        title: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> ConversationInfo:
+        """Change the title, metadata or model (re-counting once if the model counts differently)."""
+        run = self._update_plan(self._ledger._config, model, title, metadata)
+        with db_errors():
+            async with self._ledger.engine.begin() as conn:
+                self._info = await conn.run_sync(run)
+        return self._info
+
+    async def delete(self) -> None:
+        """Delete the conversation with its messages, summaries and usage records."""
+        await self._ledger.delete(self.id)

@@ -1,0 +1,107 @@
+"""Typed errors and warnings.
+
+Every failure a caller can act on has its own type, so a backend can map it to an HTTP status
+without parsing messages. All inherit from :class:`ChatLedgerError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = [
+    "ChatLedgerError",
+    "ConversationExistsError",
+    "ConversationNotFoundError",
+    "EncodingIntegrityError",
+    "IdempotencyConflictError",
+    "InvalidArgumentError",
+    "InvalidMessageError",
+    "Problem",
+    "SchemaVersionError",
+    "StorageError",
+    "UnknownModelWarning",
+]
+
+
+class ChatLedgerError(Exception):
+    """Base class of every error chatledger raises on purpose."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One rule one message broke: where (index and field path) and what rule."""
+
+    index: int | None
+    field: str
+    rule: str
+
+    def __str__(self) -> str:
+        where = "message" if self.index is None else f"messages[{self.index}]"
+        if self.field:
+            where += f".{self.field}" if not self.field.startswith("[") else self.field
+        return f"{where}: {self.rule}"
+
+
+class InvalidMessageError(ChatLedgerError, ValueError):
+    """A message, or an array of them, breaks a rule the API enforces.
+
+    ``problems`` lists every broken rule with the index and field it concerns; nothing was
+    written when this is raised.
+    """
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        lines = [str(p) for p in self.problems]
+        head = "invalid message" if len(lines) == 1 else f"{len(lines)} problems in messages"
+        super().__init__(f"{head}: " + "; ".join(lines))
+
+    @property
+    def fields(self) -> list[str]:
+        """The field paths named by the problems, for quick assertions and logs."""
+        return [p.field for p in self.problems]
+
+
+class InvalidArgumentError(ChatLedgerError, ValueError):
+    """An argument other than a message (an id, an owner, metadata) breaks a rule."""
+
+    def __init__(self, field: str, rule: str) -> None:
+        self.field = field
+        self.rule = rule
+        super().__init__(f"{field}: {rule}")
+
+
+class ConversationNotFoundError(ChatLedgerError, LookupError):
+    """No conversation with that id is visible to that owner."""
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(f"conversation {conversation_id!r} not found")
+
+
+class ConversationExistsError(ChatLedgerError):
+    """``create`` was asked for an id that is already taken."""
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(f"conversation {conversation_id!r} already exists")
+
+
+class IdempotencyConflictError(ChatLedgerError):
+    """An idempotency key was reused for a different write."""
+
+
+class SchemaVersionError(ChatLedgerError):
+    """The database holds a chatledger schema this version cannot use."""
+
+
+class StorageError(ChatLedgerError):
+    """The database failed in a way the caller may retry (lost connection, lock timeout)."""
+
+
+class EncodingIntegrityError(ChatLedgerError):
+    """A bundled BPE file does not match its recorded sha256; counting would be wrong."""
+
+
+class UnknownModelWarning(UserWarning):
+    """The model is unknown to the token counter; o200k_base rules were assumed."""

@@ -1,0 +1,90 @@
+"""Engines from URLs, with the settings each database needs for a conversation store.
+
+A bare ``postgresql://`` or ``mysql://`` URL is given a driver that chatledger installs with its
+extras, so the same URL works for :class:`~chatledger.Ledger` and
+:class:`~chatledger.AsyncLedger`. Engines passed in by the caller are used as they are.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+__all__ = ["DEFAULT_URL", "make_async_engine", "make_sync_engine", "resolve_url"]
+
+DEFAULT_URL = "sqlite:///chatledger.db"
+
+_SYNC_DRIVERS = {"postgresql": "psycopg", "mysql": "pymysql", "mariadb": "pymysql", "sqlite": ""}
+_ASYNC_DRIVERS = {
+    "postgresql": "asyncpg",
+    "mysql": "aiomysql",
+    "mariadb": "aiomysql",
+    "sqlite": "aiosqlite",
+}
+_ASYNC_NAMES = {"asyncpg", "psycopg", "psycopg_async", "aiomysql", "asyncmy", "aiosqlite"}
+
+
+def resolve_url(url: str | URL, *, asynchronous: bool) -> URL:
+    """Fill in the driver for a bare URL and utf8mb4 for MySQL; keep explicit choices."""
+    u = make_url(url)
+    backend, _, driver = u.drivername.partition("+")
+    table = _ASYNC_DRIVERS if asynchronous else _SYNC_DRIVERS
+    if not driver and table.get(backend):
+        u = u.set(drivername=f"{backend}+{table[backend]}")
+    elif asynchronous and driver and driver not in _ASYNC_NAMES and backend in table:
+        # e.g. postgresql+psycopg2 given to AsyncLedger: use that backend's async driver
+        u = u.set(drivername=f"{backend}+{table[backend]}")
+    if backend in ("mysql", "mariadb") and "charset" not in u.query:
+        u = u.update_query_dict({"charset": "utf8mb4"})
+    return u
+
+
+def _is_memory(u: URL) -> bool:
+    return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
+
+
+def _engine_options(u: URL, options: dict[str, Any]) -> dict[str, Any]:
+    opts: dict[str, Any] = {"pool_pre_ping": u.get_backend_name() != "sqlite"}
+    if u.get_backend_name() == "sqlite":
+        # wait for the write lock instead of failing at once when workers overlap
+        opts["connect_args"] = {"timeout": 30.0}
+        if _is_memory(u):
+            opts["poolclass"] = StaticPool
+            opts["connect_args"]["check_same_thread"] = False
+    elif u.get_backend_name() in ("mysql", "mariadb"):
+        opts["pool_recycle"] = 3600
+    opts.update(options)
+    return opts
+
+
+def _sqlite_pragmas(engine: Engine, memory: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            if not memory:
+                # readers never block the writer, and a commit is one fsync of the WAL
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+        finally:
+            cur.close()
+
+
+def make_sync_engine(url: str | URL, **options: Any) -> Engine:
+    u = resolve_url(url, asynchronous=False)
+    engine = create_engine(u, **_engine_options(u, options))
+    if u.get_backend_name() == "sqlite":
+        _sqlite_pragmas(engine, _is_memory(u))
+    return engine
+
+
+def make_async_engine(url: str | URL, **options: Any) -> AsyncEngine:
+    u = resolve_url(url, asynchronous=True)
+    engine = create_async_engine(u, **_engine_options(u, options))
+    if u.get_backend_name() == "sqlite":
+        _sqlite_pragmas(engine.sync_engine, _is_memory(u))
+    return engine

@@ -1,0 +1,473 @@
+"""Every statement chatledger runs, as functions of a SQLAlchemy ``Connection``.
+
+The sync ledger calls them directly and the async ledger through ``AsyncConnection.run_sync``,
+so both execute the very same statements and checks: a fix lands once.
+
+Writes to a conversation start with an ``UPDATE`` of its row. That one statement is the
+per-conversation lock on every backend: a row lock on PostgreSQL and InnoDB, the database
+write lock on SQLite (taken before any read, so two writers queue on the busy timeout instead
+of failing with a stale snapshot). Under it, ``seq`` is assigned gap-free and the running
+totals stay consistent with the rows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
+
+from chatledger.errors import (
+    ConversationExistsError,
+    ConversationNotFoundError,
+    IdempotencyConflictError,
+    InvalidMessageError,
+    Problem,
+)
+from chatledger.messages import ToolCallState
+from chatledger.records import ConversationInfo, StoredMessage
+from chatledger.tokens import TokenCounter
+from chatledger.store.schema import (
+    SCHEMA_VERSION,
+    completions,
+    conversations,
+    messages,
+    metadata,
+    summaries,
+    version_table,
+)
+
+__all__ = [
+    "NewConversation",
+    "Prepared",
+    "StaleProfile",
+    "append",
+    "create_conversation",
+    "delete_conversation",
+    "delete_owner",
+    "ensure_schema",
+    "find_conversation",
+    "list_conversations",
+    "read_records",
+    "recount",
+    "update_conversation",
+]
+
+_PREFIX_ROLES = ("system", "developer")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _aware(dt: datetime) -> datetime:
+    """SQLite and MySQL hand back naive datetimes; they were written as UTC."""
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def _loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A message checked, serialised and counted before the transaction opens."""
+
+    message: dict[str, Any]
+    data: str
+    tokens: int
+    meta: str | None = None
+    status: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewConversation:
+    id: str
+    owner: str | None
+    model: str
+    encoding: str
+    token_profile: str
+    title: str | None
+    meta: str | None
+
+
+class StaleProfile(Exception):
+    """The conversation's model changed under us; counts must be redone for ``profile``."""
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+
+def ensure_schema(conn: Connection, *, create: bool) -> None:
+    """Create the tables if asked, then check the recorded schema version."""
+    from chatledger.errors import SchemaVersionError
+
+    if create:
+        metadata.create_all(conn, checkfirst=True)
+    try:
+        found = conn.execute(select(version_table.c.version_num)).scalars().all()
+    except Exception as exc:  # the table is missing: tables were not created
+        raise SchemaVersionError(
+            "no chatledger schema in this database; create it with create_tables=True"
+        ) from exc
+    if not found:
+        conn.execute(insert(version_table).values(version_num=SCHEMA_VERSION))
+    elif found != [SCHEMA_VERSION]:
+        raise SchemaVersionError(
+            f"database schema is at revision {', '.join(found)}, this chatledger uses "
+            f"{SCHEMA_VERSION}"
+        )
+
+
+# --- conversations ----------------------------------------------------------------------------
+
+
+def _info(row: Row[Any]) -> ConversationInfo:
+    state = ToolCallState.from_json(row.tool_state)
+    return ConversationInfo(
+        id=row.id,
+        owner=row.owner,
+        model=row.model,
+        encoding=row.encoding,
+        title=row.title,
+        metadata=_loads(row.meta),
+        created_at=_aware(row.created_at),
+        updated_at=_aware(row.updated_at),
+        message_count=row.message_count,
+        token_total=row.token_total,
+        last_seq=row.last_seq,
+        prefix_seq=row.prefix_seq,
+        last_round_seq=row.last_round_seq,
+        pending_tool_calls=tuple(state.pending),
+    )
+
+
+def find_conversation(
+    conn: Connection, conversation_id: str, owner: str | None
+) -> tuple[int, ConversationInfo]:
+    """The conversation's key and row; not found also when it belongs to another owner."""
+    row = conn.execute(
+        select(conversations).where(conversations.c.id == conversation_id)
+    ).first()
+    if row is None or (owner is not None and row.owner != owner):
+        raise ConversationNotFoundError(conversation_id)
+    return row.pk, _info(row)
+
+
+def create_conversation(
+    conn: Connection, new: NewConversation, first: Sequence[Prepared]
+) -> tuple[int, ConversationInfo]:
+    """Insert a conversation and its opening messages in one transaction."""
+    now = utcnow()
+    exists = conn.execute(
+        select(conversations.c.pk).where(conversations.c.id == new.id)
+    ).first()
+    if exists is not None:
+        raise ConversationExistsError(new.id)
+    pk = conn.execute(
+        insert(conversations).values(
+            id=new.id,
+            owner=new.owner,
+            model=new.model,
+            encoding=new.encoding,
+            token_profile=new.token_profile,
+            title=new.title,
+            meta=new.meta,
+            created_at=now,
+            updated_at=now,
+            message_count=0,
+            token_total=0,
+            last_seq=0,
+            last_round_seq=0,
+            prefix_seq=0,
+            tool_state=None,
+        )
+    ).inserted_primary_key[0]
+    if first:
+        append(conn, pk, new.token_profile, first, None)
+    row = conn.execute(select(conversations).where(conversations.c.pk == pk)).one()
+    return pk, _info(row)
+
+
+def update_conversation(conn: Connection, pk: int, values: dict[str, Any]) -> ConversationInfo:
+    values = {**values, "updated_at": utcnow()}
+    n = conn.execute(update(conversations).where(conversations.c.pk == pk).values(**values))
+    if n.rowcount == 0:
+        raise ConversationNotFoundError(str(pk))
+    return _info(conn.execute(select(conversations).where(conversations.c.pk == pk)).one())
+
+
+def list_conversations(
+    conn: Connection, owner: str | None, limit: int, offset: int
+) -> list[ConversationInfo]:
+    q = select(conversations)
+    if owner is not None:
+        q = q.where(conversations.c.owner == owner)
+    q = q.order_by(conversations.c.updated_at.desc(), conversations.c.pk.desc())
+    return [_info(r) for r in conn.execute(q.limit(limit).offset(offset))]
+
+
+def _delete_pks(conn: Connection, pks: list[int]) -> int:
+    if not pks:
+        return 0
+    for table in (messages, summaries, completions):
+        conn.execute(delete(table).where(table.c.conversation_pk.in_(pks)))
+    return conn.execute(delete(conversations).where(conversations.c.pk.in_(pks))).rowcount
+
+
+def delete_conversation(conn: Connection, conversation_id: str, owner: str | None) -> None:
+    pk, _ = find_conversation(conn, conversation_id, owner)
+    _delete_pks(conn, [pk])
+
+
+def delete_owner(conn: Connection, owner: str) -> int:
+    """Delete every conversation of an owner, with its messages, summaries and usage."""
+    pks = list(
+        conn.execute(select(conversations.c.pk).where(conversations.c.owner == owner)).scalars()
+    )
+    deleted = 0
+    for i in range(0, len(pks), 500):  # keep IN lists within every driver's parameter limit
+        deleted += _delete_pks(conn, pks[i : i + 500])
+    return deleted
+
+
+# --- messages ---------------------------------------------------------------------------------
+
+
+def _record(row: Row[Any]) -> StoredMessage:
+    return StoredMessage(
+        seq=row.seq,
+        role=row.role,
+        message=json.loads(row.data),
+        tokens=row.tokens,
+        cumulative_tokens=row.cum_tokens,
+        round_seq=row.round_seq,
+        created_at=_aware(row.created_at),
+        status=row.status,
+        metadata=_loads(row.meta),
+        idempotency_key=row.idempotency_key,
+    )
+
+
+def _batch_key(key: str, i: int) -> str:
+    return key if i == 0 else f"{key}#{i}"
+
+
+def _replay(
+    conn: Connection, pk: int, key: str, batch: Sequence[Prepared]
+) -> list[StoredMessage] | None:
+    """What an earlier write with this idempotency key stored, or None if there was none."""
+    first = conn.execute(
+        select(messages.c.seq).where(
+            messages.c.conversation_pk == pk, messages.c.idempotency_key == key
+        )
+    ).scalar()
+    if first is None:
+        return None
+    rows = conn.execute(
+        select(messages)
+        .where(
+            messages.c.conversation_pk == pk,
+            messages.c.seq >= first,
+            messages.c.seq < first + len(batch),
+        )
+        .order_by(messages.c.seq)
+    ).all()
+    stored = [_record(r) for r in rows]
+    same = len(stored) == len(batch) and all(
+        s.idempotency_key == _batch_key(key, i) and s.message == p.message
+        for i, (s, p) in enumerate(zip(stored, batch, strict=False))
+    )
+    if not same:
+        raise IdempotencyConflictError(
+            f"idempotency key {key!r} was already used for different messages"
+        )
+    return stored
+
+
+def append(
+    conn: Connection,
+    pk: int,
+    profile: str,
+    batch: Sequence[Prepared],
+    key: str | None,
+) -> list[StoredMessage]:
+    """Append messages under the conversation lock: seq, totals and pairing checked together.
+
+    Raises :class:`StaleProfile` when the conversation's model was changed to one that counts
+    differently since ``batch`` was counted, :class:`InvalidMessageError` when the messages do
+    not continue the conversation (nothing is written then).
+    """
+    now = utcnow()
+    locked = conn.execute(
+        update(conversations).where(conversations.c.pk == pk).values(updated_at=now)
+    )
+    if locked.rowcount == 0:
+        raise ConversationNotFoundError(str(pk))
+    conv = conn.execute(
+        select(
+            conversations.c.model,
+            conversations.c.token_profile,
+            conversations.c.last_seq,
+            conversations.c.token_total,
+            conversations.c.message_count,
+            conversations.c.last_round_seq,
+            conversations.c.prefix_seq,
+            conversations.c.tool_state,
+        ).where(conversations.c.pk == pk)
+    ).one()
+    if conv.token_profile != profile:
+        raise StaleProfile(conv.model)
+    if key is not None:
+        replayed = _replay(conn, pk, key, batch)
+        if replayed is not None:
+            return replayed
+
+    state = ToolCallState.from_json(conv.tool_state)
+    problems: list[Problem] = []
+    seq, cum, round_seq, prefix_seq = (
+        conv.last_seq,
+        conv.token_total,
+        conv.last_round_seq,
+        conv.prefix_seq,
+    )
+    rows: list[dict[str, Any]] = []
+    out: list[StoredMessage] = []
+    for i, p in enumerate(batch):
+        role = p.message["role"]
+        state.feed(p.message, i, problems, seq + 1)
+        seq += 1
+        cum += p.tokens
+        if role == "user":
+            round_seq = seq
+        if prefix_seq == seq - 1 and role in _PREFIX_ROLES:
+            prefix_seq = seq
+        ikey = None if key is None else _batch_key(key, i)
+        rows.append(
+            {
+                "conversation_pk": pk,
+                "seq": seq,
+                "role": role,
+                "data": p.data,
+                "tokens": p.tokens,
+                "cum_tokens": cum,
+                "round_seq": round_seq,
+                "created_at": now,
+                "status": p.status,
+                "meta": p.meta,
+                "idempotency_key": ikey,
+            }
+        )
+        out.append(
+            StoredMessage(
+                seq=seq,
+                role=role,
+                message=p.message,
+                tokens=p.tokens,
+                cumulative_tokens=cum,
+                round_seq=round_seq,
+                created_at=now,
+                status=p.status,
+                metadata=_loads(p.meta),
+                idempotency_key=ikey,
+            )
+        )
+    if problems:
+        raise InvalidMessageError(problems)
+    if rows:
+        conn.execute(insert(messages), rows)
+    conn.execute(
+        update(conversations)
+        .where(conversations.c.pk == pk)
+        .values(
+            last_seq=seq,
+            token_total=cum,
+            message_count=conv.message_count + len(rows),
+            last_round_seq=round_seq,
+            prefix_seq=prefix_seq,
+            tool_state=state.to_json(),
+        )
+    )
+    return out
+
+
+def read_records(
+    conn: Connection,
+    pk: int,
+    start: int | None,
+    stop: int | None,
+    limit: int | None,
+    newest: bool = False,
+) -> list[StoredMessage]:
+    """Messages with ``start <= seq < stop``, oldest first; ``newest`` takes the last ``limit``."""
+    q = select(messages).where(messages.c.conversation_pk == pk)
+    if start is not None:
+        q = q.where(messages.c.seq >= start)
+    if stop is not None:
+        q = q.where(messages.c.seq < stop)
+    if newest:
+        q = q.order_by(messages.c.seq.desc())
+        if limit is not None:
+            q = q.limit(limit)
+        return [_record(r) for r in reversed(conn.execute(q).all())]
+    q = q.order_by(messages.c.seq)
+    if limit is not None:
+        q = q.limit(limit)
+    return [_record(r) for r in conn.execute(q)]
+
+
+def recount(conn: Connection, pk: int, counter: TokenCounter) -> None:
+    """Re-count every stored message for a new model's rules (a model change, done once)."""
+    conn.execute(
+        update(conversations).where(conversations.c.pk == pk).values(updated_at=utcnow())
+    )
+    rows = conn.execute(
+        select(messages.c.seq, messages.c.data)
+        .where(messages.c.conversation_pk == pk)
+        .order_by(messages.c.seq)
+    ).all()
+    cum = 0
+    params = []
+    for r in rows:
+        tokens = counter.message(json.loads(r.data))
+        cum += tokens
+        params.append({"p_seq": r.seq, "p_tokens": tokens, "p_cum": cum})
+    if params:
+        conn.execute(
+            update(messages)
+            .where(messages.c.conversation_pk == pk, messages.c.seq == bindparam("p_seq"))
+            .values(tokens=bindparam("p_tokens"), cum_tokens=bindparam("p_cum")),
+            params,
+        )
+    for s in conn.execute(
+        select(summaries.c.pk, summaries.c.text).where(summaries.c.conversation_pk == pk)
+    ).all():
+        conn.execute(
+            update(summaries)
+            .where(summaries.c.pk == s.pk)
+            .values(tokens=counter.message({"role": "system", "content": s.text}))
+        )
+    conn.execute(
+        update(conversations)
+        .where(conversations.c.pk == pk)
+        .values(
+            model=counter.model,
+            encoding=counter.encoding_name,
+            token_profile=counter.profile,
+            token_total=cum,
+        )
+    )
+
+
+def count_rows(conn: Connection, pk: int) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).select_from(messages).where(messages.c.conversation_pk == pk)
+        ).scalar_one()
+    )

@@ -1,0 +1,165 @@
+"""The SQL schema: one definition for SQLite, PostgreSQL and MariaDB/MySQL.
+
+Tables carry a ``chatledger_`` prefix because the library is embedded in application
+databases that often have a ``messages`` table of their own. Every hot query is keyed by the
+conversation's integer key, the natural distribution column if the tables are ever sharded.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects import mysql
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "completions",
+    "conversations",
+    "messages",
+    "metadata",
+    "summaries",
+    "version_table",
+]
+
+#: The revision this code reads and writes; stored in ``chatledger_alembic_version`` so that the
+#: Alembic migrations shipped later start from it.
+SCHEMA_VERSION = "0001"
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# MySQL's TEXT holds 64 KiB; a message with an image data URL needs more.
+LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+# Microsecond timestamps everywhere (MySQL's DATETIME defaults to whole seconds).
+Timestamp = DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# SQLite only autoincrements an INTEGER PRIMARY KEY, not a BIGINT one.
+BigKey = BigInteger().with_variant(Integer(), "sqlite")
+
+# utf8mb4 for 4-byte characters; a binary collation so that ids and owners compare exactly
+# (the default collation would let "User-7" read "user-7"'s conversations).
+_MYSQL = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin", "mysql_engine": "InnoDB"}
+
+conversations = Table(
+    "chatledger_conversations",
+    metadata,
+    Column("pk", BigKey, primary_key=True, autoincrement=True),
+    Column("id", String(255), nullable=False, unique=True),
+    Column("owner", String(255), nullable=True, index=True),
+    Column("model", String(128), nullable=False),
+    Column("encoding", String(32), nullable=False),
+    Column("token_profile", String(128), nullable=False),
+    Column("title", String(1024), nullable=True),
+    Column("meta", LongText, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("updated_at", Timestamp, nullable=False, index=True),
+    Column("message_count", Integer, nullable=False, default=0),
+    Column("token_total", BigInteger, nullable=False, default=0),
+    Column("last_seq", Integer, nullable=False, default=0),
+    # seq of the user message that opened the newest round (0 before the first user message)
+    Column("last_round_seq", Integer, nullable=False, default=0),
+    # seq of the last message of the pinned prefix (leading system/developer messages)
+    Column("prefix_seq", Integer, nullable=False, default=0),
+    # tool calls still awaiting results, as JSON (see messages.ToolCallState)
+    Column("tool_state", Text, nullable=True),
+    **_MYSQL,  # type: ignore[arg-type]
+)
+
+messages = Table(
+    "chatledger_messages",
+    metadata,
+    Column(
+        "conversation_pk",
+        BigKey,
+        ForeignKey(conversations.c.pk, ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("role", String(16), nullable=False),
+    # the message exactly as the API takes it, as compact JSON text
+    Column("data", LongText, nullable=False),
+    Column("tokens", Integer, nullable=False),
+    # sum of ``tokens`` over seq 1..this one: a budget's cut point is one indexed lookup
+    Column("cum_tokens", BigInteger, nullable=False),
+    Column("round_seq", Integer, nullable=False),
+    Column("created_at", Timestamp, nullable=False),
+    Column("status", String(32), nullable=True),
+    Column("meta", LongText, nullable=True),
+    Column("idempotency_key", String(255), nullable=True),
+    UniqueConstraint("conversation_pk", "idempotency_key"),
+    Index("ix_chatledger_messages_cum", "conversation_pk", "cum_tokens"),
+    **_MYSQL,  # type: ignore[arg-type]
+)
+
+summaries = Table(
+    "chatledger_summaries",
+    metadata,
+    Column("pk", BigKey, primary_key=True, autoincrement=True),
+    Column(
+        "conversation_pk",
+        BigKey,
+        ForeignKey(conversations.c.pk, ondelete="CASCADE"),
+        nullable=False,
+    ),
+    # the summary covers messages with seq <= upto_seq (after the pinned prefix)
+    Column("upto_seq", Integer, nullable=False),
+    Column("text", LongText, nullable=False),
+    Column("tokens", Integer, nullable=False),
+    Column("model", String(128), nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("meta", LongText, nullable=True),
+    Index("ix_chatledger_summaries_conv", "conversation_pk", "upto_seq"),
+    **_MYSQL,  # type: ignore[arg-type]
+)
+
+completions = Table(
+    "chatledger_completions",
+    metadata,
+    Column("pk", BigKey, primary_key=True, autoincrement=True),
+    Column(
+        "conversation_pk",
+        BigKey,
+        ForeignKey(conversations.c.pk, ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("message_seq", Integer, nullable=True),
+    Column("model", String(128), nullable=False),
+    Column("response_id", String(255), nullable=True),
+    Column("system_fingerprint", String(255), nullable=True),
+    Column("finish_reason", String(32), nullable=True),
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("cached_tokens", Integer, nullable=False, default=0),
+    Column("reasoning_tokens", Integer, nullable=False, default=0),
+    # cost in micro-dollars (integer: exact sums across many rows and databases)
+    Column("cost_micros", BigInteger, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("meta", LongText, nullable=True),
+    Column("idempotency_key", String(255), nullable=True),
+    UniqueConstraint("conversation_pk", "idempotency_key"),
+    Index("ix_chatledger_completions_conv", "conversation_pk", "created_at"),
+    **_MYSQL,  # type: ignore[arg-type]
+)
+
+version_table = Table(
+    "chatledger_alembic_version",
+    metadata,
+    Column("version_num", String(32), primary_key=True),
+    **_MYSQL,  # type: ignore[arg-type]
+)

@@ -1,0 +1,55 @@
+"""Property: any valid conversation comes back from every database exactly as it was sent."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import chatledger as cl
+from conftest import backend_url
+from strategies import conversations
+
+_ledgers: dict[str, cl.Ledger] = {}
+
+
+@pytest.fixture(scope="module")
+def ledgers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, cl.Ledger]:
+    return _ledgers
+
+
+def _ledger(backend: str, tmp: Path) -> cl.Ledger:
+    if backend not in _ledgers:
+        _ledgers[backend] = cl.Ledger(backend_url(backend, tmp))
+    return _ledgers[backend]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _close_ledgers() -> Any:
+    yield
+    for led in _ledgers.values():
+        led.close()
+    _ledgers.clear()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(convo=conversations(), split=st.integers(0, 30), model=st.sampled_from(["gpt-4o", "gpt-4"]))
+def test_any_valid_conversation_round_trips(
+    backend: str, tmp_path: Path, convo: list[dict[str, Any]], split: int, model: str
+) -> None:
+    assert cl.validate_messages(convo) == convo
+    led = _ledger(backend, tmp_path)
+    conv = led.conversation(uuid.uuid4().hex, model=model)
+    # stored in two writes at an arbitrary point (mid tool-call block included)
+    k = min(split, len(convo))
+    conv.extend(convo[:k])
+    conv.extend(convo[k:])
+    assert conv.messages() == convo
+    recs = conv.records()
+    assert [r.seq for r in recs] == list(range(1, len(convo) + 1))
+    assert conv.count_tokens() == cl.count_tokens(convo, model=model)
+    assert recs[-1].cumulative_tokens == sum(r.tokens for r in recs)
