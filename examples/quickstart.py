@@ -7,6 +7,7 @@ Runs offline: token counting uses the BPE files bundled in the package.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 
 import chatledger as cl
@@ -20,10 +21,8 @@ WEATHER_CALL = {
 
 def main(url: str = "sqlite:///chatledger-quickstart.db") -> None:
     with cl.Ledger(url) as ledger:
-        try:  # start afresh on every run, so the output is the same each time
-            ledger.delete("support-42", owner="user-7")
-        except cl.ConversationNotFoundError:
-            pass
+        with contextlib.suppress(cl.ConversationNotFoundError):
+            ledger.delete("support-42", owner="user-7")  # afresh on every run: same output
         conv = ledger.conversation(
             "support-42", owner="user-7", model="gpt-4o", system="You are a helpful assistant."
         )

@@ -71,7 +71,9 @@ def conversations(draw: st.DrawFn, max_rounds: int = 6) -> list[dict[str, Any]]:
     if draw(st.booleans()):
         out.append({"role": "system", "content": draw(texts)})
     if draw(st.booleans()):
-        out.append({"role": "developer", "content": draw(st.lists(text_parts, min_size=1, max_size=2))})
+        out.append(
+            {"role": "developer", "content": draw(st.lists(text_parts, min_size=1, max_size=2))}
+        )
     for r in range(draw(st.integers(1, max_rounds))):
         out.extend(draw(rounds(r)))
     return out

@@ -70,32 +70,59 @@ def test_valid_conversation_passes_and_drops_none() -> None:
         ({"role": "user", "content": "hi", "name": ""}, "name"),
         ({"role": "user", "content": "nul\x00byte"}, "content"),
         ({"role": "user", "content": "lone \ud800 surrogate"}, "content"),
-        ({"role": "system", "content": [{"type": "image_url", "image_url": {"url": "https://a"}}]},
-         "content[0].type"),
+        (
+            {
+                "role": "system",
+                "content": [{"type": "image_url", "image_url": {"url": "https://a"}}],
+            },
+            "content[0].type",
+        ),
         ({"role": "user", "content": [{"type": "text"}]}, "content[0].text"),
         ({"role": "user", "content": [{"type": "text", "text": 1}]}, "content[0].text"),
-        ({"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://a"}}]},
-         "content[0].image_url.url"),
-        ({"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "https://a", "detail": "ultra"}}]},
-         "content[0].image_url.detail"),
-        ({"role": "user", "content": [
-            {"type": "input_audio", "input_audio": {"data": "x", "format": "ogg"}}]},
-         "content[0].input_audio.format"),
-        ({"role": "user", "content": [{"type": "file", "file": {"filename": "a.pdf"}}]},
-         "content[0].file"),
+        (
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://a"}}]},
+            "content[0].image_url.url",
+        ),
+        (
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": "https://a", "detail": "ultra"}}
+                ],
+            },
+            "content[0].image_url.detail",
+        ),
+        (
+            {
+                "role": "user",
+                "content": [{"type": "input_audio", "input_audio": {"data": "x", "format": "ogg"}}],
+            },
+            "content[0].input_audio.format",
+        ),
+        (
+            {"role": "user", "content": [{"type": "file", "file": {"filename": "a.pdf"}}]},
+            "content[0].file",
+        ),
         ({"role": "user", "content": ["just a string"]}, "content[0]"),
         ({"role": "assistant"}, "content"),
         ({"role": "assistant", "tool_calls": []}, "tool_calls"),
-        ({"role": "assistant", "tool_calls": [{"id": "a", "type": "function"}]},
-         "tool_calls[0].function"),
-        ({"role": "assistant", "tool_calls": [call("a", name="bad name")]},
-         "tool_calls[0].function.name"),
-        ({"role": "assistant", "tool_calls": [call("a", args="{not json")]},
-         "tool_calls[0].function.arguments"),
+        (
+            {"role": "assistant", "tool_calls": [{"id": "a", "type": "function"}]},
+            "tool_calls[0].function",
+        ),
+        (
+            {"role": "assistant", "tool_calls": [call("a", name="bad name")]},
+            "tool_calls[0].function.name",
+        ),
+        (
+            {"role": "assistant", "tool_calls": [call("a", args="{not json")]},
+            "tool_calls[0].function.arguments",
+        ),
         ({"role": "assistant", "tool_calls": [call("a"), call("a")]}, "tool_calls[1].id"),
-        ({"role": "assistant", "tool_calls": [{**call("a"), "type": "weird"}]},
-         "tool_calls[0].type"),
+        (
+            {"role": "assistant", "tool_calls": [{**call("a"), "type": "weird"}]},
+            "tool_calls[0].type",
+        ),
         ({"role": "tool", "content": "x"}, "tool_call_id"),
         ({"role": "function", "content": "x"}, "name"),
     ],
@@ -113,7 +140,10 @@ def test_not_a_mapping() -> None:
 
 
 def test_orphan_tool_message() -> None:
-    msgs = [{"role": "user", "content": "hi"}, {"role": "tool", "tool_call_id": "c9", "content": "x"}]
+    msgs = [
+        {"role": "user", "content": "hi"},
+        {"role": "tool", "tool_call_id": "c9", "content": "x"},
+    ]
     assert problems(msgs) == [(1, "tool_call_id")]
 
 
@@ -182,8 +212,11 @@ def test_sdk_response_object_becomes_request_param() -> None:
             "refusal": None,
             "annotations": [],
             "tool_calls": [
-                {"id": "call_1", "type": "function",
-                 "function": {"name": "f", "arguments": '{"b": 1, "a": 2}'}}
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "f", "arguments": '{"b": 1, "a": 2}'},
+                }
             ],
         }
     )
@@ -191,8 +224,11 @@ def test_sdk_response_object_becomes_request_param() -> None:
     assert out == {
         "role": "assistant",
         "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "f", "arguments": '{"b": 1, "a": 2}'}}
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "f", "arguments": '{"b": 1, "a": 2}'},
+            }
         ],
     }
     text = ChatCompletionMessage.model_validate({"role": "assistant", "content": "hé 🎉"})

@@ -15,11 +15,20 @@ from conftest import backend_url
 from strategies import conversations
 
 _ledgers: dict[str, cl.Ledger] = {}
-
-
-@pytest.fixture(scope="module")
-def ledgers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, cl.Ledger]:
-    return _ledgers
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Current weather for a city",
+            "parameters": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "unit": {"enum": ["c", "f"]}},
+                "required": ["city"],
+            },
+        },
+    }
+]
 
 
 def _ledger(backend: str, tmp: Path) -> cl.Ledger:
@@ -36,7 +45,9 @@ def _close_ledgers() -> Any:
     _ledgers.clear()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(convo=conversations(), split=st.integers(0, 30), model=st.sampled_from(["gpt-4o", "gpt-4"]))
 def test_any_valid_conversation_round_trips(
     backend: str, tmp_path: Path, convo: list[dict[str, Any]], split: int, model: str
@@ -52,4 +63,5 @@ def test_any_valid_conversation_round_trips(
     recs = conv.records()
     assert [r.seq for r in recs] == list(range(1, len(convo) + 1))
     assert conv.count_tokens() == cl.count_tokens(convo, model=model)
+    assert conv.count_tokens(TOOLS) == cl.count_tokens(convo, model=model, tools=TOOLS)
     assert recs[-1].cumulative_tokens == sum(r.tokens for r in recs)

@@ -30,7 +30,9 @@ def snapshot(ledger: cl.Ledger) -> list[Any]:
     with ledger.engine.connect() as conn:
         return [
             conn.execute(select(conversations).order_by(conversations.c.pk)).all(),
-            conn.execute(select(messages).order_by(messages.c.conversation_pk, messages.c.seq)).all(),
+            conn.execute(
+                select(messages).order_by(messages.c.conversation_pk, messages.c.seq)
+            ).all(),
         ]
 
 
@@ -41,7 +43,10 @@ def test_issue_example(ledger: cl.Ledger, uid: str) -> None:
     conv.append({"role": "user", "content": "Who won the world series in 2020?"})
     conv.extend(
         [
-            {"role": "assistant", "content": "The Los Angeles Dodgers won the World Series in 2020."},
+            {
+                "role": "assistant",
+                "content": "The Los Angeles Dodgers won the World Series in 2020.",
+            },
             {"role": "user", "content": "Where was it played?"},
         ]
     )
@@ -67,7 +72,10 @@ def test_round_trip_is_identical(ledger: cl.Ledger, uid: str) -> None:
             "role": "user",
             "content": [
                 {"type": "text", "text": "see"},
-                {"type": "image_url", "image_url": {"url": "https://example.test/i.png", "detail": "high"}},
+                {
+                    "type": "image_url",
+                    "image_url": {"url": "https://example.test/i.png", "detail": "high"},
+                },
             ],
         },
         {"role": "assistant", "refusal": "no", "content": "fine"},
@@ -77,7 +85,10 @@ def test_round_trip_is_identical(ledger: cl.Ledger, uid: str) -> None:
     expected = [{k: v for k, v in m.items() if v is not None} for m in sent]
     assert back == expected
     # key order inside the arguments string is exactly what was sent
-    assert back[2]["tool_calls"][0]["function"]["arguments"] == '{"z": 1, "a": [1, 2], "m": {"k": "v"}}'
+    assert (
+        back[2]["tool_calls"][0]["function"]["arguments"]
+        == '{"z": 1, "a": [1, 2], "m": {"k": "v"}}'
+    )
     assert back[1]["content"] == long_text
     assert [s.seq for s in stored] == [1, 2, 3, 4, 5, 6, 7]
     # and a second ledger (a new process) reads the same
@@ -111,8 +122,15 @@ def test_seq_tokens_cumulative_rounds(ledger: cl.Ledger, uid: str) -> None:
     assert (info.last_seq, info.message_count, info.token_total) == (8, 8, total)
     assert info.prefix_seq == 2 and info.last_round_seq == 7
     assert conv.count_tokens() == cl.count_tokens(conv.messages(), model="gpt-4o")
-    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object",
-              "properties": {"q": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "lookup",
+                "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+            },
+        }
+    ]
     assert conv.count_tokens(tools) == cl.count_tokens(conv.messages(), model="gpt-4o", tools=tools)
     # database rows agree with what was returned
     assert [r.cum_tokens for r in rows(ledger, conv)] == [r.cumulative_tokens for r in recs]
@@ -120,7 +138,9 @@ def test_seq_tokens_cumulative_rounds(ledger: cl.Ledger, uid: str) -> None:
 
 def test_ranges_and_last(ledger: cl.Ledger, uid: str) -> None:
     conv = ledger.conversation(uid)
-    conv.extend({"role": "user" if i % 2 == 0 else "assistant", "content": str(i)} for i in range(20))
+    conv.extend(
+        {"role": "user" if i % 2 == 0 else "assistant", "content": str(i)} for i in range(20)
+    )
     assert [m["content"] for m in conv.messages(start=5, stop=8)] == ["4", "5", "6"]
     assert [m["content"] for m in conv.messages(start=18)] == ["17", "18", "19"]
     assert [m["content"] for m in conv.messages(limit=2)] == ["0", "1"]
@@ -170,7 +190,9 @@ def test_tool_pairing_across_appends(ledger: cl.Ledger, uid: str) -> None:
 
 
 def test_conversation_get_create_and_owner_scoping(ledger: cl.Ledger, uid: str) -> None:
-    a = ledger.conversation(f"c-{uid}", owner=f"alice-{uid}", model="gpt-4.1", title="t", metadata={"k": [1]})
+    a = ledger.conversation(
+        f"c-{uid}", owner=f"alice-{uid}", model="gpt-4.1", title="t", metadata={"k": [1]}
+    )
     assert (a.owner, a.model, a.encoding) == (f"alice-{uid}", "gpt-4.1", "o200k_base")
     assert a.info.title == "t" and a.info.metadata == {"k": [1]}
     # get-or-create returns the existing one as stored
@@ -213,9 +235,9 @@ def test_delete_and_delete_owner(ledger: cl.Ledger, uid: str) -> None:
     assert keep.messages() == [{"role": "system", "content": "s"}]
     with ledger.engine.connect() as conn:
         orphans = conn.execute(
-            select(func.count()).select_from(messages).where(
-                ~messages.c.conversation_pk.in_(select(conversations.c.pk))
-            )
+            select(func.count())
+            .select_from(messages)
+            .where(~messages.c.conversation_pk.in_(select(conversations.c.pk)))
         ).scalar()
     assert orphans == 0
 
@@ -252,7 +274,12 @@ def test_message_size_limit(db_url: str, uid: str) -> None:
 
 def test_model_change_recounts(ledger: cl.Ledger, uid: str) -> None:
     conv = ledger.conversation(uid, model="gpt-4o", system="You are a helpful assistant.")
-    conv.extend([{"role": "user", "content": "Ünïcödé text ✓ " * 20}, {"role": "assistant", "content": "ok"}])
+    conv.extend(
+        [
+            {"role": "user", "content": "Ünïcödé text ✓ " * 20},
+            {"role": "assistant", "content": "ok"},
+        ]
+    )
     info = conv.update(model="gpt-4", title="renamed")
     assert (info.model, info.encoding, info.title) == ("gpt-4", "cl100k_base", "renamed")
     recs = conv.records()
@@ -305,9 +332,9 @@ def test_concurrent_appends_are_gap_free(ledger: cl.Ledger, uid: str) -> None:
 
 def test_schema_version_recorded(ledger: cl.Ledger) -> None:
     with ledger.engine.connect() as conn:
-        assert conn.execute(text("SELECT version_num FROM chatledger_alembic_version")).scalars().all() == [
-            cl.SCHEMA_VERSION
-        ]
+        assert conn.execute(
+            text("SELECT version_num FROM chatledger_alembic_version")
+        ).scalars().all() == [cl.SCHEMA_VERSION]
 
 
 def test_stored_json_is_compact_utf8(ledger: cl.Ledger, uid: str) -> None:

@@ -39,7 +39,9 @@ async def test_async_rules_match_sync(aledger: cl.AsyncLedger, uid: str) -> None
     conv = await aledger.conversation(uid, owner=f"o-{uid}")
     await conv.append({"role": "user", "content": "hi"})
     with pytest.raises(cl.InvalidMessageError) as info:
-        await conv.extend([{"role": "assistant", "content": "ok"}, {"role": "tool", "content": "x"}])
+        await conv.extend(
+            [{"role": "assistant", "content": "ok"}, {"role": "tool", "content": "x"}]
+        )
     assert (info.value.problems[0].index, info.value.problems[0].field) == (1, "tool_call_id")
     assert len(await conv.messages()) == 1
     with pytest.raises(cl.ConversationNotFoundError):
@@ -74,9 +76,9 @@ async def test_async_concurrent_tasks_gap_free(aledger: cl.AsyncLedger, uid: str
     assert (await conv.refresh()).token_total == sum(r.tokens for r in recs)
 
 
-async def test_async_create_race_returns_one_conversation(aledger: cl.AsyncLedger, uid: str) -> None:
-    convs = await asyncio.gather(
-        *(aledger.conversation(uid, system="only once") for _ in range(5))
-    )
+async def test_async_create_race_returns_one_conversation(
+    aledger: cl.AsyncLedger, uid: str
+) -> None:
+    convs = await asyncio.gather(*(aledger.conversation(uid, system="only once") for _ in range(5)))
     assert {c.id for c in convs} == {uid}
     assert await convs[0].messages() == [{"role": "system", "content": "only once"}]

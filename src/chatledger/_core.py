@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from chatledger.errors import InvalidArgumentError, InvalidMessageError, Problem
-from chatledger.messages import _normalize
+from chatledger.messages import ToolCallState, _normalize
 from chatledger.store.ops import NewConversation, Prepared
 from chatledger.tokens import TokenCounter
 
@@ -128,10 +128,17 @@ class LedgerConfig:
         counter: TokenCounter,
         metadata: Iterable[Mapping[str, Any] | None] | None = None,
         status: str | None = None,
-    ) -> list[Prepared]:
-        """Check, serialise and count messages; every problem of the batch in one error."""
+        tool_state: str | None = None,
+    ) -> tuple[list[Prepared], bool]:
+        """Check, serialise and count messages; every problem of the batch in one error.
+
+        A tool result is counted under the name of the call it answers, so results that answer
+        calls still open in the conversation (``tool_state``) are counted against them; the
+        second value says whether any count did, so the write can check that state held.
+        """
         problems: list[Problem] = []
-        out: list[Prepared] = []
+        msgs: list[dict[str, Any]] = []
+        datas: list[str] = []
         metas = list(metadata) if metadata is not None else None
         for i, item in enumerate(items):
             before = len(problems)
@@ -152,10 +159,20 @@ class LedgerConfig:
                     )
                 )
                 continue
-            meta = None
-            if metas is not None and i < len(metas):
-                meta = dump_json(metas[i], "metadata")
-            out.append(Prepared(msg, data, counter.message(msg), meta, status))
+            msgs.append(msg)
+            datas.append(data)
         if problems:
             raise InvalidMessageError(problems)
-        return out
+        meta_texts = [
+            dump_json(metas[i], "metadata") if metas is not None and i < len(metas) else None
+            for i in range(len(msgs))
+        ]
+        # only leading tool results can answer calls already stored
+        depends = bool(msgs) and msgs[0]["role"] == "tool"
+        stub = ToolCallState.from_json(tool_state).assistant_stub() if depends else None
+        counts = counter.messages([stub, *msgs])[1:] if stub else counter.messages(msgs)
+        batch = [
+            Prepared(m, d, n, meta, status)
+            for m, d, n, meta in zip(msgs, datas, counts, meta_texts, strict=True)
+        ]
+        return batch, depends

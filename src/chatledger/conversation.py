@@ -11,13 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
 from chatledger._core import LedgerConfig, dump_json
 from chatledger.errors import ConversationNotFoundError, InvalidArgumentError, StorageError
+from chatledger.messages import ToolCallState
 from chatledger.records import ConversationInfo, StoredMessage
 from chatledger.store import ops
 from chatledger.tokens import TokenCounter
@@ -59,6 +60,11 @@ class _Handle:
 
     _pk: int
     _info: ConversationInfo
+    _tool_state: str | None
+
+    def _load(self, loaded: ops.Loaded) -> ConversationInfo:
+        self._pk, self._info, self._tool_state = loaded.pk, loaded.info, loaded.tool_state
+        return self._info
 
     @property
     def id(self) -> str:
@@ -84,9 +90,11 @@ class _Handle:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id!r} owner={self.owner!r} model={self.model!r}>"
 
-    def _after_write(self, stored: list[StoredMessage]) -> None:
+    def _after_write(self, done: ops.Appended) -> list[StoredMessage]:
+        stored = done.stored
         last = stored[-1]
         if last.seq > self._info.last_seq:
+            self._tool_state = done.tool_state
             self._info = replace(
                 self._info,
                 last_seq=last.seq,
@@ -94,7 +102,9 @@ class _Handle:
                 message_count=self._info.message_count + len(stored),
                 last_round_seq=last.round_seq,
                 updated_at=last.created_at,
+                pending_tool_calls=tuple(ToolCallState.from_json(done.tool_state).pending),
             )
+        return stored
 
     def _update_plan(
         self,
@@ -102,7 +112,7 @@ class _Handle:
         model: str | None,
         title: str | None,
         metadata: Mapping[str, Any] | None,
-    ) -> Callable[[Connection], ConversationInfo]:
+    ) -> Callable[[Connection], ops.Loaded]:
         """Check an update's arguments; return the transaction body that applies it."""
         values: dict[str, Any] = {}
         if title is not None:
@@ -117,7 +127,7 @@ class _Handle:
             counter = config.counter(config.check_model(model))
         pk = self._pk
 
-        def run(conn: Connection) -> ConversationInfo:
+        def run(conn: Connection) -> ops.Loaded:
             if counter is not None:
                 if counter.profile != current.profile:
                     ops.recount(conn, pk, counter)
@@ -134,10 +144,9 @@ class _Handle:
 class Conversation(_Handle):
     """A stored conversation, used from synchronous code. Get one from :class:`Ledger`."""
 
-    def __init__(self, ledger: Ledger, pk: int, info: ConversationInfo) -> None:
+    def __init__(self, ledger: Ledger, loaded: ops.Loaded) -> None:
         self._ledger = ledger
-        self._pk = pk
-        self._info = info
+        self._load(loaded)
 
     @property
     def counter(self) -> TokenCounter:
@@ -173,17 +182,17 @@ class Conversation(_Handle):
         config = self._ledger._config
         for _ in range(_MAX_APPEND_RETRIES):
             counter = config.counter(self.model)
-            batch = config.prepare(items, counter, metas, status)
+            batch, depends = config.prepare(items, counter, metas, status, self._tool_state)
+            against: str | None | Literal[False] = self._tool_state if depends else False
             try:
                 with db_errors(), self._ledger.engine.begin() as conn:
-                    stored = ops.append(conn, self._pk, counter.profile, batch, key)
-            except ops.StaleProfile:
+                    done = ops.append(conn, self._pk, counter.profile, against, batch, key)
+            except ops.Stale:
                 self.refresh()
                 continue
             except ConversationNotFoundError:
                 raise ConversationNotFoundError(self.id) from None
-            self._after_write(stored)
-            return stored
+            return self._after_write(done)
         raise StorageError("the conversation's model kept changing during the write; retry")
 
     def records(
@@ -208,14 +217,16 @@ class Conversation(_Handle):
 
     def count_tokens(self, tools: Sequence[Mapping[str, Any]] | None = None) -> int:
         """Prompt tokens of a request carrying the whole stored history, from stored totals."""
-        info = self.refresh()
-        return info.token_total + self.counter.priming + self.counter.tools(tools)
+        with db_errors(), self._ledger.engine.connect() as conn:
+            info = self._load(ops.find_conversation(conn, self.id, None))
+            system = ops.system_text(conn, self._pk) if tools else None
+        return info.token_total + self.counter.priming + self.counter.tools(tools, system=system)
 
     def refresh(self) -> ConversationInfo:
         """Read the conversation's row again (another worker may have written since)."""
         with db_errors(), self._ledger.engine.connect() as conn:
             try:
-                _, self._info = ops.find_conversation(conn, self.id, None)
+                self._load(ops.find_conversation(conn, self.id, None))
             except ConversationNotFoundError:
                 raise ConversationNotFoundError(self.id) from None
         return self._info
@@ -231,7 +242,7 @@ class Conversation(_Handle):
         every stored message re-counted, once, in the same transaction."""
         run = self._update_plan(self._ledger._config, model, title, metadata)
         with db_errors(), self._ledger.engine.begin() as conn:
-            self._info = run(conn)
+            self._load(run(conn))
         return self._info
 
     def delete(self) -> None:
@@ -242,10 +253,9 @@ class Conversation(_Handle):
 class AsyncConversation(_Handle):
     """The async twin of :class:`Conversation`. Get one from :class:`AsyncLedger`."""
 
-    def __init__(self, ledger: AsyncLedger, pk: int, info: ConversationInfo) -> None:
+    def __init__(self, ledger: AsyncLedger, loaded: ops.Loaded) -> None:
         self._ledger = ledger
-        self._pk = pk
-        self._info = info
+        self._load(loaded)
 
     @property
     def counter(self) -> TokenCounter:
@@ -280,20 +290,20 @@ class AsyncConversation(_Handle):
         config = self._ledger._config
         for _ in range(_MAX_APPEND_RETRIES):
             counter = config.counter(self.model)
-            batch = config.prepare(items, counter, metas, status)
+            batch, depends = config.prepare(items, counter, metas, status, self._tool_state)
+            against: str | None | Literal[False] = self._tool_state if depends else False
             try:
                 with db_errors():
                     async with self._ledger.engine.begin() as conn:
-                        stored = await conn.run_sync(
-                            ops.append, self._pk, counter.profile, batch, key
+                        done = await conn.run_sync(
+                            ops.append, self._pk, counter.profile, against, batch, key
                         )
-            except ops.StaleProfile:
+            except ops.Stale:
                 await self.refresh()
                 continue
             except ConversationNotFoundError:
                 raise ConversationNotFoundError(self.id) from None
-            self._after_write(stored)
-            return stored
+            return self._after_write(done)
         raise StorageError("the conversation's model kept changing during the write; retry")
 
     async def records(
@@ -320,15 +330,22 @@ class AsyncConversation(_Handle):
 
     async def count_tokens(self, tools: Sequence[Mapping[str, Any]] | None = None) -> int:
         """Prompt tokens of a request carrying the whole stored history, from stored totals."""
-        info = await self.refresh()
-        return info.token_total + self.counter.priming + self.counter.tools(tools)
+
+        def run(conn: Connection) -> tuple[ConversationInfo, str | None]:
+            info = self._load(ops.find_conversation(conn, self.id, None))
+            return info, ops.system_text(conn, self._pk) if tools else None
+
+        with db_errors():
+            async with self._ledger.engine.connect() as conn:
+                info, system = await conn.run_sync(run)
+        return info.token_total + self.counter.priming + self.counter.tools(tools, system=system)
 
     async def refresh(self) -> ConversationInfo:
         """Read the conversation's row again (another worker may have written since)."""
         with db_errors():
             async with self._ledger.engine.connect() as conn:
                 try:
-                    _, self._info = await conn.run_sync(ops.find_conversation, self.id, None)
+                    self._load(await conn.run_sync(ops.find_conversation, self.id, None))
                 except ConversationNotFoundError:
                     raise ConversationNotFoundError(self.id) from None
         return self._info
@@ -340,11 +357,11 @@ class AsyncConversation(_Handle):
         title: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> ConversationInfo:
-        """Change the title, metadata or model (re-counting once if the model counts differently)."""
+        """Change the title, metadata or model (see :meth:`Conversation.update`)."""
         run = self._update_plan(self._ledger._config, model, title, metadata)
         with db_errors():
             async with self._ledger.engine.begin() as conn:
-                self._info = await conn.run_sync(run)
+                self._load(await conn.run_sync(run))
         return self._info
 
     async def delete(self) -> None:

@@ -137,13 +137,13 @@ class Ledger:
         """Create a conversation (a generated id if none is given); the id must be new."""
         new = self._config.new_conversation(id, owner, model, title, metadata)
         counter = self._config.counter(new.model)
-        first = self._config.prepare(_opening(system), counter)
+        first, _ = self._config.prepare(_opening(system), counter)
         try:
             with db_errors(), self.engine.begin() as conn:
-                pk, info = ops.create_conversation(conn, new, first)
+                loaded = ops.create_conversation(conn, new, first)
         except sa_exc.IntegrityError:
             raise ConversationExistsError(new.id) from None
-        return Conversation(self, pk, info)
+        return Conversation(self, loaded)
 
     def get(self, id: str, *, owner: str | None = None) -> Conversation:
         """The conversation ``id``; :class:`ConversationNotFoundError` if it does not exist or
@@ -151,8 +151,8 @@ class Ledger:
         check_id(id, "id")
         _check_owner(owner)
         with db_errors(), self.engine.connect() as conn:
-            pk, info = ops.find_conversation(conn, id, owner)
-        return Conversation(self, pk, info)
+            loaded = ops.find_conversation(conn, id, owner)
+        return Conversation(self, loaded)
 
     def conversations(
         self, *, owner: str | None = None, limit: int = 100, offset: int = 0
@@ -280,15 +280,15 @@ class AsyncLedger:
         """Create a conversation (a generated id if none is given); the id must be new."""
         new = self._config.new_conversation(id, owner, model, title, metadata)
         counter = self._config.counter(new.model)
-        first = self._config.prepare(_opening(system), counter)
+        first, _ = self._config.prepare(_opening(system), counter)
         await self._ensure_schema()
         try:
             with db_errors():
                 async with self._engine.begin() as conn:
-                    pk, info = await conn.run_sync(ops.create_conversation, new, first)
+                    loaded = await conn.run_sync(ops.create_conversation, new, first)
         except sa_exc.IntegrityError:
             raise ConversationExistsError(new.id) from None
-        return AsyncConversation(self, pk, info)
+        return AsyncConversation(self, loaded)
 
     async def get(self, id: str, *, owner: str | None = None) -> AsyncConversation:
         """The conversation ``id``; :class:`ConversationNotFoundError` if it does not exist or
@@ -298,8 +298,8 @@ class AsyncLedger:
         await self._ensure_schema()
         with db_errors():
             async with self._engine.connect() as conn:
-                pk, info = await conn.run_sync(ops.find_conversation, id, owner)
-        return AsyncConversation(self, pk, info)
+                loaded = await conn.run_sync(ops.find_conversation, id, owner)
+        return AsyncConversation(self, loaded)
 
     async def conversations(
         self, *, owner: str | None = None, limit: int = 100, offset: int = 0

@@ -265,7 +265,9 @@ def _check(c: _Checker, raw: Mapping[str, Any]) -> dict[str, Any] | None:
         if value is None:
             continue  # the API treats null as absent; we never emit None
         if key not in allowed:
-            c.add(key, f"is not allowed on a {role} message (allowed: {', '.join(sorted(allowed))})")
+            c.add(
+                key, f"is not allowed on a {role} message (allowed: {', '.join(sorted(allowed))})"
+            )
             continue
         msg[key] = value
 
@@ -288,8 +290,12 @@ def _check(c: _Checker, raw: Mapping[str, Any]) -> dict[str, Any] | None:
             if audio is not None and "id" in audio:
                 c.nonempty_text(audio["id"], "audio.id")
             msg["audio"] = audio
-        if "content" not in msg and not ({"tool_calls", "function_call", "audio", "refusal"} & set(msg)):
-            c.add("content", "is required unless tool_calls, function_call, audio or refusal is set")
+        if "content" not in msg and not (
+            {"tool_calls", "function_call", "audio", "refusal"} & set(msg)
+        ):
+            c.add(
+                "content", "is required unless tool_calls, function_call, audio or refusal is set"
+            )
     elif "content" not in msg:
         c.add("content", f"is required on a {role} message")
 
@@ -347,9 +353,7 @@ def _strip_call(tc: Any) -> Any:
         return tc
     out = {k: v for k, v in tc.items() if k in ("id", "type", "function", "custom")}
     if isinstance(out.get("function"), Mapping):
-        out["function"] = {
-            k: v for k, v in out["function"].items() if k in ("name", "arguments")
-        }
+        out["function"] = {k: v for k, v in out["function"].items() if k in ("name", "arguments")}
     return out
 
 
@@ -362,7 +366,9 @@ def validate_message(message: object, *, index: int | None = None) -> dict[str, 
     return msg
 
 
-def _normalize(message: object, index: int | None, problems: list[Problem]) -> dict[str, Any] | None:
+def _normalize(
+    message: object, index: int | None, problems: list[Problem]
+) -> dict[str, Any] | None:
     try:
         raw = to_api_dict(message)
     except InvalidMessageError as exc:
@@ -386,6 +392,8 @@ class ToolCallState:
     assistant_index: int | None = None
     #: its seq when it is a stored message
     assistant_seq: int | None = None
+    #: the called functions' names, parallel to ``calls`` (a tool result is counted under it)
+    names: list[str] = field(default_factory=list)
 
     @property
     def pending(self) -> list[str]:
@@ -396,8 +404,14 @@ class ToolCallState:
         if not self.calls:
             return None
         return json.dumps(
-            {"calls": self.calls, "answered": self.answered, "seq": self.assistant_seq},
+            {
+                "calls": self.calls,
+                "names": self.names,
+                "answered": self.answered,
+                "seq": self.assistant_seq,
+            },
             separators=(",", ":"),
+            ensure_ascii=False,
         )
 
     @classmethod
@@ -405,7 +419,25 @@ class ToolCallState:
         if not text:
             return cls()
         data = json.loads(text)
-        return cls(list(data["calls"]), list(data["answered"]), None, data.get("seq"))
+        return cls(
+            list(data["calls"]),
+            list(data["answered"]),
+            None,
+            data.get("seq"),
+            list(data.get("names") or ()),
+        )
+
+    def assistant_stub(self) -> dict[str, Any] | None:
+        """The open assistant message as far as counting its tool results needs it."""
+        if not self.calls:
+            return None
+        return {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": cid, "type": "function", "function": {"name": name, "arguments": "{}"}}
+                for cid, name in zip(self.calls, self.names or [""] * len(self.calls), strict=False)
+            ],
+        }
 
     def _origin(self) -> str:
         if self.assistant_index is not None:
@@ -474,12 +506,14 @@ class ToolCallState:
                         f"{self._origin()} have no result: append their tool messages first",
                     )
                 )
-        self.calls, self.answered = [], []
+        self.calls, self.answered, self.names = [], [], []
         self.assistant_index, self.assistant_seq = None, None
         calls = msg.get("tool_calls") if role == "assistant" else None
         if calls:
-            ids_ = [tc.get("id") for tc in calls if isinstance(tc, Mapping)]
-            self.calls = [i for i in ids_ if isinstance(i, str)]
+            for tc in calls:
+                if isinstance(tc, Mapping) and isinstance(tc.get("id"), str):
+                    self.calls.append(tc["id"])
+                    self.names.append(_call_name(tc))
             self.assistant_index, self.assistant_seq = index, seq
 
     def finish(self, problems: list[Problem]) -> None:
@@ -494,6 +528,12 @@ class ToolCallState:
                     "(every tool call must be answered before the next non-tool message)",
                 )
             )
+
+
+def _call_name(tc: Mapping[str, Any]) -> str:
+    body = tc.get("function") if tc.get("type") != "custom" else tc.get("custom")
+    name = body.get("name") if isinstance(body, Mapping) else None
+    return name if isinstance(name, str) else ""
 
 
 def validate_messages(

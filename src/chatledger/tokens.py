@@ -28,7 +28,7 @@ import json
 import math
 import re
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import tiktoken
@@ -69,6 +69,7 @@ _PDF_FALLBACK_BYTES_PER_PAGE = 30_000
 _PDF_PAGE_RE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
 
 _SYSTEM_ROLES = frozenset({"system", "developer"})
+_RESULT_ROLES = frozenset({"tool", "function"})
 
 
 def encoding_for_model(model: str) -> tiktoken.Encoding:
@@ -84,17 +85,20 @@ class TokenCounter:
 
     This is the hot path when storing messages: ``message()`` gives one message's whole share of
     a request (overhead included), so a stored history's total plus :attr:`priming` plus
-    :meth:`tools` is what the API bills for sending it, exactly as :meth:`count` computes it::
+    :meth:`tools` is what :meth:`count` computes for sending it::
 
-        count(msgs, tools) == sum(messages(msgs)) + priming + tools(tools, system=...)
+        count(msgs, tools) == sum(message(m) for m in msgs) + priming
+                              + tools(tools, system=system_text(msgs))
 
-    where ``messages()`` is ``[message(m) ...]`` with each tool result given the assistant message
-    it answers, and ``system`` is the first system message's text (see :meth:`tools`).
+    ``system`` is the first system/developer message's text (tool definitions join it). For
+    exact tool results, count each with ``message(m, answering=<its assistant message>)`` and
+    compare with ``count(..., resolve_tool_calls=True)``.
     """
 
     __slots__ = (
         "_encode",
         "_encoding",
+        "_fast",
         "_image_rule",
         "_model",
         "_norm",
@@ -111,6 +115,10 @@ class TokenCounter:
         name = encoding_name_for_model(model, stacklevel=3)
         self._encoding = load_encoding(name)
         self._encode = self._encoding.encode_ordinary
+        # The Rust core skips a Python frame; it raises on lone surrogates, and every caller
+        # then retries with the wrapper above, which repairs them.
+        core = getattr(self._encoding, "_core_bpe", None)
+        self._fast: Callable[[str], list[int]] = getattr(core, "encode_ordinary", self._encode)
         if self._norm.startswith("gpt-3.5-turbo-0301"):
             # <|start|>{role or name}\n{content}<|end|>\n; a name replaces the role.
             self._per_message, self._per_name = 4, -1
@@ -120,14 +128,12 @@ class TokenCounter:
             _REASONING_PRIMING if self._norm.startswith(_REASONING_PREFIXES) else _REPLY_PRIMING
         )
         self._image_rule = _images.image_rule_for_model(self._norm)
+        # Per-message overhead plus the role's own tokens, precomputed for the hot path.
         self._role_tokens = {
-            role: len(self._encode(role))
+            role: self._per_message + len(self._encode(role))
             for role in ("system", "developer", "user", "assistant", "tool", "function")
         }
-        self._profile = (
-            f"{name}/m{self._per_message}n{self._per_name:+d}"
-            f"/{self._image_rule.key}"
-        )
+        self._profile = f"{name}/m{self._per_message}n{self._per_name:+d}/{self._image_rule.key}"
 
     # --- properties -------------------------------------------------------------------------
 
@@ -163,36 +169,42 @@ class TokenCounter:
         """Tokens of plain text; special-token look-alikes count as ordinary text."""
         return len(self._encode(s))
 
-    def _role(self, role: str) -> int:
-        n = self._role_tokens.get(role)
-        return len(self._encode(role)) if n is None else n
-
     def message(self, msg: Mapping[str, Any], *, answering: Mapping[str, Any] | None = None) -> int:
         """One message's whole contribution to a request, per-message overhead included.
 
         For a ``tool`` result pass ``answering``, the assistant message whose ``tool_calls``
         holds its ``tool_call_id``: the API renders the result under the called function's
         name, which the tool message itself does not carry. Without it a ``name`` key on the
-        message is used, else an estimate of :data:`_UNKNOWN_TOOL_NAME` tokens.
+        message is used, else an estimate of ``_UNKNOWN_TOOL_NAME`` (8) tokens.
         """
-        encode = self._encode
-        role = msg.get("role", "")
+        try:
+            return self._message(msg, answering, self._fast)
+        except UnicodeEncodeError:  # lone surrogates: tiktoken's wrapper repairs them
+            return self._message(msg, answering, self._encode)
+
+    def _message(
+        self,
+        msg: Mapping[str, Any],
+        answering: Mapping[str, Any] | None,
+        encode: Callable[[str], list[int]],
+    ) -> int:
+        role = msg.get("role")
         content = msg.get("content")
-        n = self._per_message + self._role(role if isinstance(role, str) else str(role))
-        if isinstance(content, str):
-            if content:
-                n += len(encode(content))
+        name = msg.get("name")
+        n = self._role_tokens.get(role) if role.__class__ is str else None
+        if n is None:
+            n = self._per_message + len(self._encode(str(role)))
+        if content.__class__ is str:
+            n += len(encode(content))
         elif content is not None:
             n += self._content_parts(content)
-        name = msg.get("name")
-        if name and isinstance(name, str):
-            n += len(encode(name)) + self._per_name
-        if (
-            len(msg) == ("role" in msg) + ("content" in msg) + (name is not None)
-            and role != "tool"
-            and role != "function"
-        ):
-            return n  # plain {"role", "content"[, "name"]}: the hot path ends here
+        if name is not None:
+            if name and isinstance(name, str):
+                n += len(encode(name)) + self._per_name
+            if len(msg) == 3 and content is not None and role not in _RESULT_ROLES:
+                return n  # {"role", "content", "name"}
+        elif len(msg) == 2 and content is not None and role not in _RESULT_ROLES:
+            return n  # {"role", "content"}: the hot path ends here
         refusal = msg.get("refusal")
         if isinstance(refusal, str) and refusal:
             n += len(encode(refusal))
@@ -208,26 +220,45 @@ class TokenCounter:
                 n += self._tool_result_name(msg, answering)
             if answering is not None and _is_parallel(answering) and isinstance(content, str):
                 # Results of parallel calls reach the model JSON-escaped (ASCII-only): estimate.
-                n += len(encode(json.dumps(content))) - (len(encode(content)) if content else 0)
+                n += len(encode(json.dumps(content))) - len(encode(content))
         elif role == "function":
             n += _FUNCTION_ROLE_ADJUST
         return n
 
-    def messages(self, messages: Iterable[Any]) -> list[int]:
-        """Per-message counts of a request, each tool result given the call it answers.
+    def messages(self, messages: Iterable[Any], *, resolve_tool_calls: bool = False) -> list[int]:
+        """Per-message counts of a request: ``[message(m) for m in messages]``.
 
-        ``sum(messages(msgs)) + priming + tools(...)`` is :meth:`count`.
+        With ``resolve_tool_calls`` each tool result is given the assistant message it answers
+        (``answering``), found by ``tool_call_id`` among the earlier messages.
+        ``sum(messages(msgs, resolve_tool_calls=r)) + priming + tools(...)`` is
+        ``count(msgs, ..., resolve_tool_calls=r)``.
         """
+        items = [m if isinstance(m, Mapping) else _as_mapping(m) for m in messages]
+        try:
+            return self._each(items, self._fast, resolve_tool_calls)
+        except UnicodeEncodeError:
+            return self._each(items, self._encode, resolve_tool_calls)
+
+    def _each(
+        self,
+        items: list[Mapping[str, Any]],
+        encode: Callable[[str], list[int]],
+        resolve: bool,
+    ) -> list[int]:
         out: list[int] = []
+        append = out.append
+        one = self._message
         calls: dict[str, Mapping[str, Any]] = {}
-        for item in messages:
-            msg = _as_mapping(item)
+        for msg in items:
+            if not resolve or (len(msg) == 2 and "content" in msg):
+                append(one(msg, None, encode))
+                continue
             answering = None
-            if msg.get("role") == "tool":
+            if msg.get("role") == "tool" and calls:
                 call_id = msg.get("tool_call_id")
                 if isinstance(call_id, str):
                     answering = calls.get(call_id)
-            out.append(self.message(msg, answering=answering))
+            append(one(msg, answering, encode))
             tool_calls = msg.get("tool_calls")
             if tool_calls and isinstance(tool_calls, Sequence):
                 for tc in tool_calls:
@@ -271,10 +302,19 @@ class TokenCounter:
         tools: Sequence[Mapping[str, Any]] | None = None,
         *,
         tool_choice: Any = None,
+        resolve_tool_calls: bool = False,
     ) -> int:
-        """Prompt tokens of a request with these messages and tools."""
-        items = [_as_mapping(m) for m in messages]
-        total = sum(self.messages(items)) + self._priming
+        """Prompt tokens of a request with these messages and tools.
+
+        ``resolve_tool_calls=True`` counts each tool result under the name of the function it
+        answers (exact); by default a tool result without a ``name`` key is counted alone, with
+        the name estimated, so that the total is the sum of :meth:`message` of each message.
+        """
+        items = [m if isinstance(m, Mapping) else _as_mapping(m) for m in messages]
+        try:
+            total = sum(self._each(items, self._fast, resolve_tool_calls)) + self._priming
+        except UnicodeEncodeError:
+            total = sum(self._each(items, self._encode, resolve_tool_calls)) + self._priming
         if tools:
             total += self.tools(tools, system=system_text(items), tool_choice=tool_choice)
         return total
@@ -311,14 +351,15 @@ class TokenCounter:
         return n
 
     def _image(self, spec: Any) -> int:
-        if isinstance(spec, str):
-            url, detail = spec, "auto"
-        elif isinstance(spec, Mapping):
-            url = spec.get("url") if isinstance(spec.get("url"), str) else ""
-            detail = spec.get("detail") if isinstance(spec.get("detail"), str) else "auto"
-        else:
-            url, detail = "", "auto"
-        return _images.image_tokens(str(url), str(detail), self._image_rule)
+        url: Any = spec
+        detail: Any = "auto"
+        if isinstance(spec, Mapping):
+            url, detail = spec.get("url"), spec.get("detail", "auto")
+        return _images.image_tokens(
+            url if isinstance(url, str) else "",
+            detail if isinstance(detail, str) else "auto",
+            self._image_rule,
+        )
 
     def _file(self, spec: Any) -> int:
         """PDF input: each page as text and as an image (estimate)."""
@@ -513,7 +554,8 @@ def _render_custom(lines: list[str], tool: Mapping[str, Any]) -> None:
         lines.append(f"// {desc}")
     fmt = tool.get("format")
     if isinstance(fmt, Mapping) and fmt.get("type") == "grammar":
-        grammar = fmt.get("grammar") if isinstance(fmt.get("grammar"), Mapping) else fmt
+        inner = fmt.get("grammar")
+        grammar: Mapping[str, Any] = inner if isinstance(inner, Mapping) else fmt
         lines.append(f"// {grammar.get('syntax', 'grammar')}:")
         lines.extend(f"// {line}" for line in str(grammar.get("definition", "")).splitlines())
     lines.append(f"type {name} = (_: string) => any;")
@@ -635,11 +677,16 @@ def count_tokens(
     tools: Sequence[Mapping[str, Any]] | None = None,
     *,
     tool_choice: Any = None,
+    resolve_tool_calls: bool = False,
 ) -> int:
     """What the API bills as ``usage.prompt_tokens`` for this request.
 
     ``messages`` are chat message dicts (anything else goes through
     ``chatledger.messages.to_api_dict``); ``tools`` is the Chat Completions ``tools`` list (legacy
     ``functions`` entries are accepted too); ``tool_choice`` also takes ``function_call`` values.
+    The default equals the sum of per-message counts a store keeps (see
+    :meth:`TokenCounter.count`); ``resolve_tool_calls=True`` is exact for tool results too.
     """
-    return _counter(model).count(messages, tools, tool_choice=tool_choice)
+    return _counter(model).count(
+        messages, tools, tool_choice=tool_choice, resolve_tool_calls=resolve_tool_calls
+    )

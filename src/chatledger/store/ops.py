@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 
@@ -29,7 +29,6 @@ from chatledger.errors import (
 )
 from chatledger.messages import ToolCallState
 from chatledger.records import ConversationInfo, StoredMessage
-from chatledger.tokens import TokenCounter
 from chatledger.store.schema import (
     SCHEMA_VERSION,
     completions,
@@ -39,11 +38,15 @@ from chatledger.store.schema import (
     summaries,
     version_table,
 )
+from chatledger import tokens
+from chatledger.tokens import TokenCounter
 
 __all__ = [
     "NewConversation",
     "Prepared",
-    "StaleProfile",
+    "Appended",
+    "Loaded",
+    "Stale",
     "append",
     "create_conversation",
     "delete_conversation",
@@ -94,11 +97,26 @@ class NewConversation:
     meta: str | None
 
 
-class StaleProfile(Exception):
-    """The conversation's model changed under us; counts must be redone for ``profile``."""
+class Stale(Exception):
+    """What the batch was counted against (the model, the open tool calls) changed since it was
+    read; the caller refreshes, counts again and retries."""
 
-    def __init__(self, model: str) -> None:
-        self.model = model
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What an append stored, and the conversation's tool state after it."""
+
+    stored: list[StoredMessage]
+    tool_state: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A conversation row as a handle keeps it."""
+
+    pk: int
+    info: ConversationInfo
+    tool_state: str | None
 
 
 # --- schema -----------------------------------------------------------------------------------
@@ -148,29 +166,27 @@ def _info(row: Row[Any]) -> ConversationInfo:
     )
 
 
-def find_conversation(
-    conn: Connection, conversation_id: str, owner: str | None
-) -> tuple[int, ConversationInfo]:
-    """The conversation's key and row; not found also when it belongs to another owner."""
-    row = conn.execute(
-        select(conversations).where(conversations.c.id == conversation_id)
-    ).first()
+def _loaded(row: Row[Any]) -> Loaded:
+    return Loaded(row.pk, _info(row), row.tool_state)
+
+
+def find_conversation(conn: Connection, conversation_id: str, owner: str | None) -> Loaded:
+    """The conversation's row; not found also when it belongs to another owner."""
+    row = conn.execute(select(conversations).where(conversations.c.id == conversation_id)).first()
     if row is None or (owner is not None and row.owner != owner):
         raise ConversationNotFoundError(conversation_id)
-    return row.pk, _info(row)
+    return _loaded(row)
 
 
 def create_conversation(
     conn: Connection, new: NewConversation, first: Sequence[Prepared]
-) -> tuple[int, ConversationInfo]:
+) -> Loaded:
     """Insert a conversation and its opening messages in one transaction."""
     now = utcnow()
-    exists = conn.execute(
-        select(conversations.c.pk).where(conversations.c.id == new.id)
-    ).first()
+    exists = conn.execute(select(conversations.c.pk).where(conversations.c.id == new.id)).first()
     if exists is not None:
         raise ConversationExistsError(new.id)
-    pk = conn.execute(
+    result = conn.execute(
         insert(conversations).values(
             id=new.id,
             owner=new.owner,
@@ -188,19 +204,19 @@ def create_conversation(
             prefix_seq=0,
             tool_state=None,
         )
-    ).inserted_primary_key[0]
+    )
+    pk = int(result.inserted_primary_key[0])  # type: ignore[index]
     if first:
-        append(conn, pk, new.token_profile, first, None)
-    row = conn.execute(select(conversations).where(conversations.c.pk == pk)).one()
-    return pk, _info(row)
+        append(conn, pk, new.token_profile, False, first, None)
+    return _loaded(conn.execute(select(conversations).where(conversations.c.pk == pk)).one())
 
 
-def update_conversation(conn: Connection, pk: int, values: dict[str, Any]) -> ConversationInfo:
+def update_conversation(conn: Connection, pk: int, values: dict[str, Any]) -> Loaded:
     values = {**values, "updated_at": utcnow()}
     n = conn.execute(update(conversations).where(conversations.c.pk == pk).values(**values))
     if n.rowcount == 0:
         raise ConversationNotFoundError(str(pk))
-    return _info(conn.execute(select(conversations).where(conversations.c.pk == pk)).one())
+    return _loaded(conn.execute(select(conversations).where(conversations.c.pk == pk)).one())
 
 
 def list_conversations(
@@ -222,8 +238,7 @@ def _delete_pks(conn: Connection, pks: list[int]) -> int:
 
 
 def delete_conversation(conn: Connection, conversation_id: str, owner: str | None) -> None:
-    pk, _ = find_conversation(conn, conversation_id, owner)
-    _delete_pks(conn, [pk])
+    _delete_pks(conn, [find_conversation(conn, conversation_id, owner).pk])
 
 
 def delete_owner(conn: Connection, owner: str) -> int:
@@ -295,14 +310,16 @@ def append(
     conn: Connection,
     pk: int,
     profile: str,
+    counted_against: str | None | Literal[False],
     batch: Sequence[Prepared],
     key: str | None,
-) -> list[StoredMessage]:
+) -> Appended:
     """Append messages under the conversation lock: seq, totals and pairing checked together.
 
-    Raises :class:`StaleProfile` when the conversation's model was changed to one that counts
-    differently since ``batch`` was counted, :class:`InvalidMessageError` when the messages do
-    not continue the conversation (nothing is written then).
+    ``counted_against`` is the tool state the batch's tool results were counted with, or
+    False when no count depended on it. Raises :class:`Stale` when the model or that state
+    changed since, :class:`InvalidMessageError` when the messages do not continue the
+    conversation (nothing is written then).
     """
     now = utcnow()
     locked = conn.execute(
@@ -322,12 +339,14 @@ def append(
             conversations.c.tool_state,
         ).where(conversations.c.pk == pk)
     ).one()
-    if conv.token_profile != profile:
-        raise StaleProfile(conv.model)
+    if conv.token_profile != profile or (
+        counted_against is not False and conv.tool_state != counted_against
+    ):
+        raise Stale()
     if key is not None:
         replayed = _replay(conn, pk, key, batch)
         if replayed is not None:
-            return replayed
+            return Appended(replayed, conv.tool_state)
 
     state = ToolCallState.from_json(conv.tool_state)
     problems: list[Problem] = []
@@ -382,6 +401,7 @@ def append(
         raise InvalidMessageError(problems)
     if rows:
         conn.execute(insert(messages), rows)
+    tool_state = state.to_json()
     conn.execute(
         update(conversations)
         .where(conversations.c.pk == pk)
@@ -391,10 +411,10 @@ def append(
             message_count=conv.message_count + len(rows),
             last_round_seq=round_seq,
             prefix_seq=prefix_seq,
-            tool_state=state.to_json(),
+            tool_state=tool_state,
         )
     )
-    return out
+    return Appended(out, tool_state)
 
 
 def read_records(
@@ -424,9 +444,7 @@ def read_records(
 
 def recount(conn: Connection, pk: int, counter: TokenCounter) -> None:
     """Re-count every stored message for a new model's rules (a model change, done once)."""
-    conn.execute(
-        update(conversations).where(conversations.c.pk == pk).values(updated_at=utcnow())
-    )
+    conn.execute(update(conversations).where(conversations.c.pk == pk).values(updated_at=utcnow()))
     rows = conn.execute(
         select(messages.c.seq, messages.c.data)
         .where(messages.c.conversation_pk == pk)
@@ -434,8 +452,8 @@ def recount(conn: Connection, pk: int, counter: TokenCounter) -> None:
     ).all()
     cum = 0
     params = []
-    for r in rows:
-        tokens = counter.message(json.loads(r.data))
+    counts = counter.messages([json.loads(r.data) for r in rows])
+    for r, tokens in zip(rows, counts, strict=True):
         cum += tokens
         params.append({"p_seq": r.seq, "p_tokens": tokens, "p_cum": cum})
     if params:
@@ -463,6 +481,17 @@ def recount(conn: Connection, pk: int, counter: TokenCounter) -> None:
             token_total=cum,
         )
     )
+
+
+def system_text(conn: Connection, pk: int) -> str | None:
+    """Text of the first system or developer message: the one tool definitions join."""
+    data = conn.execute(
+        select(messages.c.data)
+        .where(messages.c.conversation_pk == pk, messages.c.role.in_(_PREFIX_ROLES))
+        .order_by(messages.c.seq)
+        .limit(1)
+    ).scalar()
+    return None if data is None else tokens.system_text([json.loads(data)])
 
 
 def count_rows(conn: Connection, pk: int) -> int:

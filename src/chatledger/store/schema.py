@@ -7,6 +7,8 @@ conversation's integer key, the natural distribution column if the tables are ev
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -54,7 +56,11 @@ BigKey = BigInteger().with_variant(Integer(), "sqlite")
 
 # utf8mb4 for 4-byte characters; a binary collation so that ids and owners compare exactly
 # (the default collation would let "User-7" read "user-7"'s conversations).
-_MYSQL = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin", "mysql_engine": "InnoDB"}
+_MYSQL: dict[str, Any] = {
+    "mysql_charset": "utf8mb4",
+    "mysql_collate": "utf8mb4_bin",
+    "mysql_engine": "InnoDB",
+}
 
 conversations = Table(
     "chatledger_conversations",
@@ -78,7 +84,7 @@ conversations = Table(
     Column("prefix_seq", Integer, nullable=False, default=0),
     # tool calls still awaiting results, as JSON (see messages.ToolCallState)
     Column("tool_state", Text, nullable=True),
-    **_MYSQL,  # type: ignore[arg-type]
+    **_MYSQL,
 )
 
 messages = Table(
@@ -104,7 +110,7 @@ messages = Table(
     Column("idempotency_key", String(255), nullable=True),
     UniqueConstraint("conversation_pk", "idempotency_key"),
     Index("ix_chatledger_messages_cum", "conversation_pk", "cum_tokens"),
-    **_MYSQL,  # type: ignore[arg-type]
+    **_MYSQL,
 )
 
 summaries = Table(
@@ -125,7 +131,7 @@ summaries = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("meta", LongText, nullable=True),
     Index("ix_chatledger_summaries_conv", "conversation_pk", "upto_seq"),
-    **_MYSQL,  # type: ignore[arg-type]
+    **_MYSQL,
 )
 
 completions = Table(
@@ -154,12 +160,12 @@ completions = Table(
     Column("idempotency_key", String(255), nullable=True),
     UniqueConstraint("conversation_pk", "idempotency_key"),
     Index("ix_chatledger_completions_conv", "conversation_pk", "created_at"),
-    **_MYSQL,  # type: ignore[arg-type]
+    **_MYSQL,
 )
 
 version_table = Table(
     "chatledger_alembic_version",
     metadata,
     Column("version_num", String(32), primary_key=True),
-    **_MYSQL,  # type: ignore[arg-type]
+    **_MYSQL,
 )
