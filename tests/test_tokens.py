@@ -709,9 +709,9 @@ def test_tool_result_name_comes_from_the_call() -> None:
     # tool_call_id finds the function name, so the count is unchanged.
     without_name = [FORESTWANGLIN_TOOL_CALL[0], dict(FORESTWANGLIN_TOOL_CALL[1])]
     del without_name[1]["name"]
-    assert count_tokens(without_name, "gpt-4", resolve_tool_calls=True) == 35
-    # By default (what a store summing per-message counts sees) the name is estimated, high.
-    assert count_tokens(without_name, "gpt-4") > 35
+    assert count_tokens(without_name, "gpt-4") == 35
+    # Counted alone, the name is estimated, high.
+    assert count_tokens(without_name, "gpt-4", resolve_tool_calls=False) > 35
     counter = TokenCounter("gpt-4")
     assert counter.message(without_name[1], answering=without_name[0]) == counter.message(
         FORESTWANGLIN_TOOL_CALL[1]
@@ -742,11 +742,11 @@ _COMMUNITY_TOOL_CALL: list[Msg] = [
 
 def test_known_deviation_community_tool_call() -> None:
     # community.openai.com/t/strange-token-cost-calculation-for-tool-calls/538914
-    # (gpt-3.5-turbo, Dec 2023): API 40. Resolving the call we count 39, one under; the same
-    # rule reproduces the gpt-4 figure above exactly, and no other recorded figure separates
-    # the two. Unresolved (the default), the estimated name makes it 46, over.
-    assert count_tokens(_COMMUNITY_TOOL_CALL, "gpt-3.5-turbo", resolve_tool_calls=True) == 39
-    assert count_tokens(_COMMUNITY_TOOL_CALL, "gpt-3.5-turbo") == 46
+    # (gpt-3.5-turbo, Dec 2023): API 40. We count 39, one under; the same rule reproduces the
+    # gpt-4 figure above exactly, and no other recorded figure separates the two. Counted
+    # without matching the call, the estimated name makes it 46, over.
+    assert count_tokens(_COMMUNITY_TOOL_CALL, "gpt-3.5-turbo") == 39
+    assert count_tokens(_COMMUNITY_TOOL_CALL, "gpt-3.5-turbo", resolve_tool_calls=False) == 46
 
 
 def test_parallel_tool_calls_are_estimated_high() -> None:
@@ -1124,17 +1124,24 @@ def test_count_identity(model: str, messages: list[Msg], tools: list[Msg] | None
     system = system_text(messages)
     total = count_tokens(messages, model, tools)
     assert total == counter.count(messages, tools)
-    assert total == (
+    parts = counter.messages(messages)
+    assert total == sum(parts) + counter.priming + counter.tools(tools, system=system)
+    # messages() is message() of each, tool results given the call they answer.
+    calls: dict[str, Msg] = {}
+    for msg, part in zip(messages, parts, strict=True):
+        answering = calls.get(msg.get("tool_call_id", "")) if msg["role"] == "tool" else None
+        assert part == counter.message(msg, answering=answering)
+        calls.update({tc["id"]: msg for tc in msg.get("tool_calls", ())})
+    # Counted alone, the plain sum of message() holds.
+    alone = count_tokens(messages, model, tools, resolve_tool_calls=False)
+    assert alone == (
         sum(counter.message(m) for m in messages)
         + counter.priming
         + counter.tools(tools, system=system)
     )
-    assert counter.messages(messages) == [counter.message(m) for m in messages]
-    # The exact form: each tool result counted with the assistant message it answers.
-    exact = count_tokens(messages, model, tools, resolve_tool_calls=True)
-    parts = counter.messages(messages, resolve_tool_calls=True)
-    assert exact == sum(parts) + counter.priming + counter.tools(tools, system=system)
-    assert exact == counter.count(messages, tools, resolve_tool_calls=True)
+    assert counter.messages(messages, resolve_tool_calls=False) == [
+        counter.message(m) for m in messages
+    ]
     # Without a system message to host them, tools(tools) alone completes the sum.
     if system is None:
         assert counter.tools(tools, system=system) == counter.tools(tools)

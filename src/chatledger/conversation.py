@@ -183,7 +183,7 @@ class Conversation(_Handle):
         for _ in range(_MAX_APPEND_RETRIES):
             counter = config.counter(self.model)
             batch, depends = config.prepare(items, counter, metas, status, self._tool_state)
-            against: str | None | Literal[False] = self._tool_state if depends else False
+            against: str | Literal[False] | None = self._tool_state if depends else False
             try:
                 with db_errors(), self._ledger.engine.begin() as conn:
                     done = ops.append(conn, self._pk, counter.profile, against, batch, key)
@@ -291,7 +291,7 @@ class AsyncConversation(_Handle):
         for _ in range(_MAX_APPEND_RETRIES):
             counter = config.counter(self.model)
             batch, depends = config.prepare(items, counter, metas, status, self._tool_state)
-            against: str | None | Literal[False] = self._tool_state if depends else False
+            against: str | Literal[False] | None = self._tool_state if depends else False
             try:
                 with db_errors():
                     async with self._ledger.engine.begin() as conn:

@@ -40,6 +40,7 @@ __all__ = [
     "TokenCounter",
     "count_tokens",
     "encoding_for_model",
+    "system_text",
 ]
 
 # --- constants (sources in docs/tokens.md) ----------------------------------------------------
@@ -87,12 +88,13 @@ class TokenCounter:
     a request (overhead included), so a stored history's total plus :attr:`priming` plus
     :meth:`tools` is what :meth:`count` computes for sending it::
 
-        count(msgs, tools) == sum(message(m) for m in msgs) + priming
+        count(msgs, tools) == sum(messages(msgs)) + priming
                               + tools(tools, system=system_text(msgs))
 
-    ``system`` is the first system/developer message's text (tool definitions join it). For
-    exact tool results, count each with ``message(m, answering=<its assistant message>)`` and
-    compare with ``count(..., resolve_tool_calls=True)``.
+    ``messages(msgs)[i]`` is ``message(msgs[i])``, except that a tool result is counted with
+    ``answering=`` the assistant message whose call it answers (its function name is part of
+    what the API bills). ``system`` is the first system/developer message's text (tool
+    definitions join it).
     """
 
     __slots__ = (
@@ -225,13 +227,12 @@ class TokenCounter:
             n += _FUNCTION_ROLE_ADJUST
         return n
 
-    def messages(self, messages: Iterable[Any], *, resolve_tool_calls: bool = False) -> list[int]:
-        """Per-message counts of a request: ``[message(m) for m in messages]``.
+    def messages(self, messages: Iterable[Any], *, resolve_tool_calls: bool = True) -> list[int]:
+        """Per-message counts of a request, each tool result given the assistant message it
+        answers (``answering``, found by ``tool_call_id`` among the earlier messages).
 
-        With ``resolve_tool_calls`` each tool result is given the assistant message it answers
-        (``answering``), found by ``tool_call_id`` among the earlier messages.
-        ``sum(messages(msgs, resolve_tool_calls=r)) + priming + tools(...)`` is
-        ``count(msgs, ..., resolve_tool_calls=r)``.
+        ``sum(messages(msgs)) + priming + tools(tools, system=system_text(msgs))`` is
+        :meth:`count`. With ``resolve_tool_calls=False`` it is ``[message(m) for m in msgs]``.
         """
         items = [m if isinstance(m, Mapping) else _as_mapping(m) for m in messages]
         try:
@@ -302,13 +303,14 @@ class TokenCounter:
         tools: Sequence[Mapping[str, Any]] | None = None,
         *,
         tool_choice: Any = None,
-        resolve_tool_calls: bool = False,
+        resolve_tool_calls: bool = True,
     ) -> int:
         """Prompt tokens of a request with these messages and tools.
 
-        ``resolve_tool_calls=True`` counts each tool result under the name of the function it
-        answers (exact); by default a tool result without a ``name`` key is counted alone, with
-        the name estimated, so that the total is the sum of :meth:`message` of each message.
+        Each tool result is counted under the name of the function it answers, found in the
+        earlier assistant ``tool_calls`` (exact). ``resolve_tool_calls=False`` counts every
+        message alone (a tool result's name then estimated), so the total is the plain sum of
+        :meth:`message` over the messages.
         """
         items = [m if isinstance(m, Mapping) else _as_mapping(m) for m in messages]
         try:
@@ -677,15 +679,15 @@ def count_tokens(
     tools: Sequence[Mapping[str, Any]] | None = None,
     *,
     tool_choice: Any = None,
-    resolve_tool_calls: bool = False,
+    resolve_tool_calls: bool = True,
 ) -> int:
     """What the API bills as ``usage.prompt_tokens`` for this request.
 
     ``messages`` are chat message dicts (anything else goes through
     ``chatledger.messages.to_api_dict``); ``tools`` is the Chat Completions ``tools`` list (legacy
     ``functions`` entries are accepted too); ``tool_choice`` also takes ``function_call`` values.
-    The default equals the sum of per-message counts a store keeps (see
-    :meth:`TokenCounter.count`); ``resolve_tool_calls=True`` is exact for tool results too.
+    Tool results are matched to their calls by ``tool_call_id``; ``resolve_tool_calls=False``
+    counts each message alone (see :meth:`TokenCounter.count`).
     """
     return _counter(model).count(
         messages, tools, tool_choice=tool_choice, resolve_tool_calls=resolve_tool_calls

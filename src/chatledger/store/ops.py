@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
 
+from chatledger import tokens as _tokens
 from chatledger.errors import (
     ConversationExistsError,
     ConversationNotFoundError,
@@ -38,14 +39,13 @@ from chatledger.store.schema import (
     summaries,
     version_table,
 )
-from chatledger import tokens
 from chatledger.tokens import TokenCounter
 
 __all__ = [
-    "NewConversation",
-    "Prepared",
     "Appended",
     "Loaded",
+    "NewConversation",
+    "Prepared",
     "Stale",
     "append",
     "create_conversation",
@@ -310,7 +310,7 @@ def append(
     conn: Connection,
     pk: int,
     profile: str,
-    counted_against: str | None | Literal[False],
+    counted_against: str | Literal[False] | None,
     batch: Sequence[Prepared],
     key: str | None,
 ) -> Appended:
@@ -491,7 +491,7 @@ def system_text(conn: Connection, pk: int) -> str | None:
         .order_by(messages.c.seq)
         .limit(1)
     ).scalar()
-    return None if data is None else tokens.system_text([json.loads(data)])
+    return None if data is None else _tokens.system_text([json.loads(data)])
 
 
 def count_rows(conn: Connection, pk: int) -> int:
