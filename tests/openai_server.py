@@ -15,13 +15,15 @@ background thread.
 Replies are taken from the queue in order; when it is empty ``server.responder`` (if set) is
 called, else the reply is ``"echo: " + <text of the last user message>``.
 
-Token counts are FAKE and deterministic (see :func:`fake_prompt_tokens` and
-:func:`fake_completion_tokens`); tests that need exact numbers set them (``Reply.usage``,
+Token counts are FAKE and deterministic: prompt tokens are :func:`fake_prompt_tokens` (words of
+every message plus 3 a message), completion tokens the words of the reply (plus any scripted
+reasoning tokens). Tests that need exact numbers set them (``Reply.usage``,
 ``server.prompt_tokens``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -44,7 +46,6 @@ __all__ = [
     "Recorded",
     "Reply",
     "Usage",
-    "fake_completion_tokens",
     "fake_prompt_tokens",
     "message_text",
 ]
@@ -140,7 +141,8 @@ class Reply:
 
 @dataclass(frozen=True)
 class Recorded:
-    """One HTTP request as received: ``body`` is the decoded JSON, raw bytes if not JSON."""
+    """One HTTP request as received: header names lower-cased, ``body`` the decoded JSON (raw
+    bytes if it is not JSON, None if empty)."""
 
     method: str
     path: str
@@ -211,11 +213,13 @@ def fake_prompt_tokens(body: Mapping[str, Any]) -> int:
         total += 3 + _words(message_text(message))
         for call in message.get("tool_calls") or []:
             function = (call.get("function") or {}) if isinstance(call, Mapping) else {}
-            total += _words(str(function.get("name", ""))) + _words(function.get("arguments"))
+            total += _words(str(function.get("name", ""))) + _words(
+                str(function.get("arguments", ""))
+            )
     return total
 
 
-def fake_completion_tokens(choices: Iterable[_Choice]) -> int:
+def _fake_completion_tokens(choices: Iterable[_Choice]) -> int:
     """FAKE completion token count: words of every choice's content, refusal and tool calls."""
     total = 0
     for choice in choices:
@@ -238,7 +242,9 @@ def _validate(body: Mapping[str, Any]) -> None:
     if model is None:
         raise _InvalidRequest("you must provide a model parameter", "model", None)
     if not isinstance(model, str) or not model:
-        raise _InvalidRequest("Invalid type for 'model': expected a string.", "model", "invalid_type")
+        raise _InvalidRequest(
+            "Invalid type for 'model': expected a string.", "model", "invalid_type"
+        )
     if "messages" not in body:
         raise _InvalidRequest(
             "Missing required parameter: 'messages'.", "messages", "missing_required_parameter"
@@ -388,10 +394,8 @@ class _HTTPServer(ThreadingHTTPServer):
         with self.connections_lock:
             connections = list(self.connections)
         for connection in connections:
-            try:
+            with contextlib.suppress(OSError):  # already closed by the client
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         error = sys.exc_info()[1]
@@ -405,7 +409,9 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "FakeOpenAI/1.0"
     sys_version = ""
     timeout = 30.0  # idle keep-alive connections are dropped eventually even if never cut
+    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms ACK stalls
     server: _HTTPServer
+    _started = False  # response headers sent: an error can no longer become a 500
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: pytest shows failures, not request logs
@@ -437,7 +443,8 @@ class _Handler(BaseHTTPRequestHandler):
             except ValueError:
                 body = raw
         path = urlsplit(self.path).path.rstrip("/")
-        fake._record(Recorded(self.command, self.path, dict(self.headers.items()), body))
+        headers = {name.lower(): value for name, value in self.headers.items()}
+        fake._record(Recorded(self.command, self.path, headers, body))
         try:
             if fake.api_key is not None and (
                 self.headers.get("Authorization") != f"Bearer {fake.api_key}"
@@ -588,8 +595,7 @@ def _make_choices(reply: Reply, body: Mapping[str, Any]) -> list[_Choice]:
         else:
             content = reply.content
         calls = [
-            _normal_tool_call(call, k, f"fake{i}")
-            for k, call in enumerate(reply.tool_calls or [])
+            _normal_tool_call(call, k, f"fake{i}") for k, call in enumerate(reply.tool_calls or [])
         ]
         finish = reply.finish_reason or ("tool_calls" if calls else "stop")
         choices.append(_Choice(i, content, reply.refusal, calls, finish))
@@ -638,7 +644,9 @@ def _chunks(
             }
             deltas.append(({"tool_calls": [opening]}, None))
             for piece in _argument_pieces(call["function"]["arguments"]):
-                deltas.append(({"tool_calls": [{"index": k, "function": {"arguments": piece}}]}, None))
+                deltas.append(
+                    ({"tool_calls": [{"index": k, "function": {"arguments": piece}}]}, None)
+                )
         deltas.append(({}, choice.finish_reason))
         per_choice.append(deltas)
 
@@ -685,7 +693,9 @@ class FakeOpenAI:
       such requests are answered with a 500, and leaving the ``with`` block re-raises the first.
     """
 
-    def __init__(self, *, models: Iterable[str] = DEFAULT_MODELS, api_key: str | None = None) -> None:
+    def __init__(
+        self, *, models: Iterable[str] = DEFAULT_MODELS, api_key: str | None = None
+    ) -> None:
         self.requests: list[JSON] = []
         self.log: list[Recorded] = []
         self.errors: list[BaseException] = []
@@ -703,7 +713,7 @@ class FakeOpenAI:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.01},  # how long shutdown() may wait
             name=f"FakeOpenAI-{self.port}",
             daemon=True,
         )
@@ -793,12 +803,15 @@ class FakeOpenAI:
         reasoning = override.reasoning_tokens or 0
         completion = override.completion_tokens
         if completion is None:
-            completion = fake_completion_tokens(choices) + reasoning
+            completion = _fake_completion_tokens(choices) + reasoning
         return {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": override.cached_tokens or 0, "audio_tokens": 0},
+            "prompt_tokens_details": {
+                "cached_tokens": override.cached_tokens or 0,
+                "audio_tokens": 0,
+            },
             "completion_tokens_details": {
                 "reasoning_tokens": reasoning,
                 "audio_tokens": 0,

@@ -7,12 +7,14 @@ API a ``messages`` array it accepts.
 from chatledger.conversation import AsyncConversation, Conversation
 from chatledger.errors import (
     ChatLedgerError,
+    ContextOverflowError,
     ConversationExistsError,
     ConversationNotFoundError,
     EncodingIntegrityError,
     IdempotencyConflictError,
     InvalidArgumentError,
     InvalidMessageError,
+    PendingToolCallsError,
     Problem,
     SchemaVersionError,
     StorageError,
@@ -22,7 +24,19 @@ from chatledger.ledger import AsyncLedger, Ledger
 from chatledger.messages import Message, to_api_dict, validate_message, validate_messages
 from chatledger.records import ConversationInfo, StoredMessage
 from chatledger.store import SCHEMA_VERSION
+from chatledger.strategies import (
+    Cut,
+    Entry,
+    LastRounds,
+    Lookback,
+    Strategy,
+    Summarize,
+    TokenBudget,
+    WindowView,
+)
+from chatledger.summarizers import OpenAISummarizer, render_transcript
 from chatledger.tokens import TokenCounter, count_tokens, encoding_for_model
+from chatledger.window import Span, SummaryPart, Window
 
 __version__ = "0.1.0"
 
@@ -31,25 +45,40 @@ __all__ = [
     "AsyncConversation",
     "AsyncLedger",
     "ChatLedgerError",
+    "ContextOverflowError",
     "Conversation",
     "ConversationExistsError",
     "ConversationInfo",
     "ConversationNotFoundError",
+    "Cut",
     "EncodingIntegrityError",
+    "Entry",
     "IdempotencyConflictError",
     "InvalidArgumentError",
     "InvalidMessageError",
+    "LastRounds",
     "Ledger",
+    "Lookback",
     "Message",
+    "OpenAISummarizer",
+    "PendingToolCallsError",
     "Problem",
     "SchemaVersionError",
+    "Span",
     "StorageError",
     "StoredMessage",
+    "Strategy",
+    "Summarize",
+    "SummaryPart",
+    "TokenBudget",
     "TokenCounter",
     "UnknownModelWarning",
+    "Window",
+    "WindowView",
     "__version__",
     "count_tokens",
     "encoding_for_model",
+    "render_transcript",
     "to_api_dict",
     "validate_message",
     "validate_messages",

@@ -11,17 +11,20 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
 from chatledger._core import LedgerConfig, dump_json
+from chatledger._windowing import WindowJob, call_summarizer, call_summarizer_async
 from chatledger.errors import ConversationNotFoundError, InvalidArgumentError, StorageError
 from chatledger.messages import ToolCallState
 from chatledger.records import ConversationInfo, StoredMessage
 from chatledger.store import ops
+from chatledger.strategies.base import Strategy
 from chatledger.tokens import TokenCounter
+from chatledger.window import FoldRequest, Plan, Window, plan_window
 
 if TYPE_CHECKING:
     from chatledger.ledger import AsyncLedger, Ledger
@@ -53,6 +56,10 @@ def _check_range(start: int | None, stop: int | None, limit: int | None) -> None
 def _check_key(key: str | None) -> None:
     if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
         raise InvalidArgumentError("idempotency_key", "must be a string of 1-200 characters")
+
+
+def _model_name(model: object) -> str | None:
+    return model[:128] if isinstance(model, str) else None
 
 
 class _Handle:
@@ -222,6 +229,72 @@ class Conversation(_Handle):
             system = ops.system_text(conn, self._pk) if tools else None
         return info.token_total + self.counter.priming + self.counter.tools(tools, system=system)
 
+    @overload
+    def window(
+        self,
+        strategy: Strategy | Sequence[Strategy] | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        explain: Literal[False] = False,
+    ) -> list[dict[str, Any]]: ...
+    @overload
+    def window(
+        self,
+        strategy: Strategy | Sequence[Strategy] | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        explain: Literal[True],
+    ) -> Window: ...
+
+    def window(
+        self,
+        strategy: Strategy | Sequence[Strategy] | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        explain: bool = False,
+    ) -> list[dict[str, Any]] | Window:
+        """The ``messages`` to send this turn: valid for the API and within the strategy's
+        budget, reading only the newest part of the history it needs.
+
+        ``strategy`` is one strategy or a list applied in order; None sends everything.
+        ``tools`` (and ``tool_choice``) are counted against the budget. With ``explain=True``
+        a :class:`Window` says what was kept, summarised and dropped, with token counts.
+        """
+        job = WindowJob.start(strategy, self.counter, tools, tool_choice)
+        engine = self._ledger.engine
+        with db_errors(), engine.connect() as conn:
+            snap = ops.window_snapshot(conn, self._pk, job.lookback, job.with_summary)
+        self._load(snap.loaded)
+        view = job.view(snap, self.id)
+        rows = snap.rows_read
+        steps = plan_window(job.chain, view, snap.summary, self.counter)
+        try:
+            request = next(steps)
+            while True:
+                request = steps.send(self._fold(request))
+        except StopIteration as done:
+            plan: Plan = done.value
+        with db_errors(), engine.connect() as conn:
+            tail = ops.read_records(conn, self._pk, plan.start, snap.loaded.info.last_seq + 1, None)
+        result = job.result(snap, view, plan, tail, rows + len(tail))
+        return result if explain else result.messages
+
+    def _fold(self, req: FoldRequest) -> tuple[int, str] | None:
+        """Summarise one fold and store it; None when the summarizer failed."""
+        with db_errors(), self._ledger.engine.connect() as conn:
+            recs = ops.read_records(conn, self._pk, req.from_seq, req.upto_seq + 1, None)
+        text = call_summarizer(req, [r.message for r in recs], self.id)
+        if text is None:
+            return None
+        tokens = self.counter.message(req.strategy.message(text))
+        model = getattr(req.strategy.summarizer, "model", None)
+        with db_errors(), self._ledger.engine.begin() as conn:
+            ops.save_summary(conn, self._pk, req.upto_seq, text, tokens, _model_name(model))
+        return req.upto_seq, text
+
     def refresh(self) -> ConversationInfo:
         """Read the conversation's row again (another worker may have written since)."""
         with db_errors(), self._ledger.engine.connect() as conn:
@@ -339,6 +412,76 @@ class AsyncConversation(_Handle):
             async with self._ledger.engine.connect() as conn:
                 info, system = await conn.run_sync(run)
         return info.token_total + self.counter.priming + self.counter.tools(tools, system=system)
+
+    @overload
+    async def window(
+        self,
+        strategy: Strategy | Sequence[Strategy] | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        explain: Literal[False] = False,
+    ) -> list[dict[str, Any]]: ...
+
+    @overload
+    async def window(
+        self,
+        strategy: Strategy | Sequence[Strategy] | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        explain: Literal[True],
+    ) -> Window: ...
+
+    async def window(
+        self,
+        strategy: Strategy | Sequence[Strategy] | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        explain: bool = False,
+    ) -> list[dict[str, Any]] | Window:
+        """The ``messages`` to send this turn (see :meth:`Conversation.window`)."""
+        job = WindowJob.start(strategy, self.counter, tools, tool_choice)
+        engine = self._ledger.engine
+        with db_errors():
+            async with engine.connect() as conn:
+                snap = await conn.run_sync(
+                    ops.window_snapshot, self._pk, job.lookback, job.with_summary
+                )
+        self._load(snap.loaded)
+        view = job.view(snap, self.id)
+        steps = plan_window(job.chain, view, snap.summary, self.counter)
+        try:
+            request = next(steps)
+            while True:
+                request = steps.send(await self._fold(request))
+        except StopIteration as done:
+            plan: Plan = done.value
+        last = snap.loaded.info.last_seq
+        with db_errors():
+            async with engine.connect() as conn:
+                tail = await conn.run_sync(ops.read_records, self._pk, plan.start, last + 1, None)
+        result = job.result(snap, view, plan, tail, snap.rows_read + len(tail))
+        return result if explain else result.messages
+
+    async def _fold(self, req: FoldRequest) -> tuple[int, str] | None:
+        """Summarise one fold and store it; None when the summarizer failed."""
+        engine = self._ledger.engine
+        with db_errors():
+            async with engine.connect() as conn:
+                recs = await conn.run_sync(
+                    ops.read_records, self._pk, req.from_seq, req.upto_seq + 1, None
+                )
+        text = await call_summarizer_async(req, [r.message for r in recs], self.id)
+        if text is None:
+            return None
+        tokens = self.counter.message(req.strategy.message(text))
+        model = _model_name(getattr(req.strategy.summarizer, "model", None))
+        with db_errors():
+            async with engine.begin() as conn:
+                await conn.run_sync(ops.save_summary, self._pk, req.upto_seq, text, tokens, model)
+        return req.upto_seq, text
 
     async def refresh(self) -> ConversationInfo:
         """Read the conversation's row again (another worker may have written since)."""

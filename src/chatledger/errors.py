@@ -11,12 +11,14 @@ from dataclasses import dataclass
 
 __all__ = [
     "ChatLedgerError",
+    "ContextOverflowError",
     "ConversationExistsError",
     "ConversationNotFoundError",
     "EncodingIntegrityError",
     "IdempotencyConflictError",
     "InvalidArgumentError",
     "InvalidMessageError",
+    "PendingToolCallsError",
     "Problem",
     "SchemaVersionError",
     "StorageError",
@@ -101,6 +103,33 @@ class StorageError(ChatLedgerError):
 
 class EncodingIntegrityError(ChatLedgerError):
     """A bundled BPE file does not match its recorded sha256; counting would be wrong."""
+
+
+class ContextOverflowError(ChatLedgerError):
+    """Even the smallest valid window (pinned prefix and the newest message, with its tool
+    calls) does not fit the budget; sending it would fail or cost more than allowed."""
+
+    def __init__(self, needed: int, allowed: int, detail: str = "") -> None:
+        self.needed = needed
+        self.allowed = allowed
+        more = f" ({detail})" if detail else ""
+        super().__init__(
+            f"the smallest valid window needs {needed} prompt tokens but only {allowed} are "
+            f"allowed{more}"
+        )
+
+
+class PendingToolCallsError(ChatLedgerError):
+    """The conversation ends with tool calls that have no results yet: the API would refuse a
+    request built from it. Append the tool results (an error text is a valid result)."""
+
+    def __init__(self, conversation_id: str, pending: tuple[str, ...]) -> None:
+        self.conversation_id = conversation_id
+        self.pending = pending
+        super().__init__(
+            f"conversation {conversation_id!r} is waiting for the results of tool call(s) "
+            f"{', '.join(map(repr, pending))}; append them before building a window"
+        )
 
 
 class UnknownModelWarning(UserWarning):

@@ -39,6 +39,7 @@ from chatledger.store.schema import (
     summaries,
     version_table,
 )
+from chatledger.strategies.base import Entry, Lookback
 from chatledger.tokens import TokenCounter
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "Loaded",
     "NewConversation",
     "Prepared",
+    "Snapshot",
     "Stale",
     "append",
     "create_conversation",
@@ -56,7 +58,9 @@ __all__ = [
     "list_conversations",
     "read_records",
     "recount",
+    "save_summary",
     "update_conversation",
+    "window_snapshot",
 ]
 
 _PREFIX_ROLES = ("system", "developer")
@@ -500,3 +504,140 @@ def count_rows(conn: Connection, pk: int) -> int:
             select(func.count()).select_from(messages).where(messages.c.conversation_pk == pk)
         ).scalar_one()
     )
+
+
+# --- windows and summaries --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a window is built from, read in one connection with every range bounded by the
+    conversation row's ``last_seq`` (messages appended meanwhile wait for the next turn)."""
+
+    loaded: Loaded
+    prefix: list[StoredMessage]
+    summary: tuple[int, str] | None
+    entries: list[Entry]
+    start: int
+    start_tokens: int
+    rows_read: int
+
+
+def window_snapshot(
+    conn: Connection,
+    pk: int,
+    lookback: Lookback | None,
+    with_summary: bool,
+) -> Snapshot:
+    """Read what the strategies need: the prefix, the summary and the newest history's
+    metadata (seq, role, tokens, round), as far back as ``lookback`` reaches and no further."""
+    loaded = _loaded(conn.execute(select(conversations).where(conversations.c.pk == pk)).one())
+    info = loaded.info
+    last, prefix_seq, total = info.last_seq, info.prefix_seq, info.token_total
+    prefix = read_records(conn, pk, 1, prefix_seq + 1, None) if prefix_seq else []
+    prefix_cum = prefix[-1].cumulative_tokens if prefix else 0
+    rows = len(prefix) + 1
+    summary: tuple[int, str] | None = None
+    if with_summary:
+        s = conn.execute(
+            select(summaries.c.upto_seq, summaries.c.text)
+            .where(
+                summaries.c.conversation_pk == pk,
+                summaries.c.upto_seq <= last,
+                summaries.c.upto_seq > prefix_seq,
+            )
+            .order_by(summaries.c.upto_seq.desc(), summaries.c.pk.desc())
+            .limit(1)
+        ).first()
+        rows += 1
+        if s is not None:
+            summary = (s.upto_seq, s.text)
+
+    floor = prefix_seq + 1
+    if lookback is not None and last > prefix_seq:
+        floors: list[int] = []
+        if lookback.tokens is not None:
+            threshold = total - lookback.tokens
+            if threshold <= prefix_cum:
+                floors.append(floor)
+            else:
+                j = conn.execute(
+                    select(messages.c.seq, messages.c.round_seq)
+                    .where(messages.c.conversation_pk == pk, messages.c.cum_tokens >= threshold)
+                    .order_by(messages.c.cum_tokens)
+                    .limit(1)
+                ).one()
+                rows += 1
+                floors.append(j.round_seq if j.round_seq > prefix_seq else floor)
+        if lookback.rounds is not None:
+            nth = conn.execute(
+                select(messages.c.seq)
+                .where(
+                    messages.c.conversation_pk == pk,
+                    messages.c.role == "user",
+                    messages.c.seq > prefix_seq,
+                    messages.c.seq <= last,
+                )
+                .order_by(messages.c.seq.desc())
+                .limit(1)
+                .offset(lookback.rounds - 1)
+            ).scalar()
+            rows += 1
+            floors.append(floor if nth is None else nth)
+        floor = max(floor, min(floors))
+
+    entries = [
+        Entry(r.seq, r.role, r.tokens, r.round_seq)
+        for r in conn.execute(
+            select(messages.c.seq, messages.c.role, messages.c.tokens, messages.c.round_seq)
+            .where(
+                messages.c.conversation_pk == pk,
+                messages.c.seq >= floor,
+                messages.c.seq <= last,
+            )
+            .order_by(messages.c.seq)
+        )
+    ]
+    rows += len(entries)
+    # with summaries in play the tail starts after what the summary covers; else at the floor
+    start = ((summary[0] if summary else prefix_seq) + 1) if with_summary else floor
+    if start >= floor:
+        start_tokens = sum(e.tokens for e in entries if e.seq >= start)
+    elif start == prefix_seq + 1:
+        start_tokens = total - prefix_cum
+    else:
+        before = conn.execute(
+            select(messages.c.cum_tokens).where(
+                messages.c.conversation_pk == pk, messages.c.seq == start - 1
+            )
+        ).scalar_one()
+        rows += 1
+        start_tokens = total - before
+    return Snapshot(loaded, prefix, summary, entries, start, start_tokens, rows)
+
+
+def save_summary(
+    conn: Connection, pk: int, upto_seq: int, text: str, tokens: int, model: str | None
+) -> tuple[int, str]:
+    """Store a summary unless a summary reaching as far already exists (another worker
+    summarised meanwhile); returns the summary now newest."""
+    conn.execute(update(conversations).where(conversations.c.pk == pk).values(updated_at=utcnow()))
+    newest = conn.execute(
+        select(summaries.c.upto_seq, summaries.c.text)
+        .where(summaries.c.conversation_pk == pk)
+        .order_by(summaries.c.upto_seq.desc(), summaries.c.pk.desc())
+        .limit(1)
+    ).first()
+    if newest is not None and newest.upto_seq >= upto_seq:
+        return newest.upto_seq, newest.text
+    conn.execute(
+        insert(summaries).values(
+            conversation_pk=pk,
+            upto_seq=upto_seq,
+            text=text,
+            tokens=tokens,
+            model=model,
+            created_at=utcnow(),
+        )
+    )
+    return upto_seq, text

@@ -1,0 +1,64 @@
+"""TokenBudget: as many of the newest rounds as fit a prompt-token budget."""
+
+from __future__ import annotations
+
+from chatledger.errors import ContextOverflowError, InvalidArgumentError
+from chatledger.strategies.base import Cut, Lookback, WindowView
+
+__all__ = ["TokenBudget"]
+
+
+def _positive(value: object, name: str, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise InvalidArgumentError(name, f"must be an integer of at least {minimum}")
+    return value
+
+
+class TokenBudget:
+    """Keep the newest rounds that fit, so the request's prompt tokens are at most
+    ``limit - reserve`` (``reserve`` is room left for the completion).
+
+    The window is maximal: the round before the first one kept would not fit. When even the
+    newest round does not fit, the tail starts inside it (at an assistant message, never at a
+    tool result); a summary is left out before that happens to the newest message. When the
+    prefix and the newest message alone exceed the budget, :class:`ContextOverflowError`
+    says by how much.
+    """
+
+    def __init__(self, limit: int, reserve: int = 0) -> None:
+        self.limit = _positive(limit, "limit", 1)
+        self.reserve = _positive(reserve, "reserve", 0)
+        if self.reserve >= self.limit:
+            raise InvalidArgumentError("reserve", "must be smaller than limit")
+
+    @property
+    def allowed(self) -> int:
+        """Prompt tokens a window may use."""
+        return self.limit - self.reserve
+
+    def lookback(self) -> Lookback:
+        return Lookback(tokens=self.allowed)
+
+    def apply(self, view: WindowView) -> int | Cut:
+        starts = view.starts()
+        room = self.allowed - view.fixed_tokens
+        for s in starts:
+            if view.tail_tokens(s) <= room:
+                return s
+        if view.summary_tokens:
+            room += view.summary_tokens
+            for s in starts:
+                if view.tail_tokens(s) <= room:
+                    return Cut(s, drop_summary=True)
+        smallest = starts[-1]
+        needed = view.overhead_tokens + view.prefix_tokens + view.tail_tokens(smallest)
+        raise ContextOverflowError(
+            needed,
+            self.allowed,
+            f"limit {self.limit} minus reserve {self.reserve}; prefix {view.prefix_tokens}, "
+            f"newest message(s) {view.tail_tokens(smallest)}, priming and tools "
+            f"{view.overhead_tokens}",
+        )
+
+    def __repr__(self) -> str:
+        return f"TokenBudget({self.limit}, reserve={self.reserve})"

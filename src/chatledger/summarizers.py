@@ -1,0 +1,154 @@
+"""Summarizers: turn the rounds leaving the window into running-summary text.
+
+A summarizer is any callable ``(previous_summary, messages) -> str``, or one returning an
+awaitable of ``str`` for async code. :class:`OpenAISummarizer` calls any OpenAI-compatible chat
+endpoint through the official SDK, with the client the caller already configured.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+__all__ = ["DEFAULT_PROMPT", "AnySummarizer", "OpenAISummarizer", "render_transcript"]
+
+#: ``(previous_summary, messages) -> str`` or its async twin
+AnySummarizer = Callable[[str | None, list[dict[str, Any]]], str | Awaitable[str]]
+
+DEFAULT_PROMPT = (
+    "You maintain the running summary of a conversation between a user and an assistant, so "
+    "the assistant can continue it after older messages are removed from its context.\n"
+    "Merge the previous summary (if any) with the new messages into one updated summary.\n"
+    "Keep: the user's goals and constraints, facts and names established, decisions made, "
+    "tool calls made and what they returned (briefly), open questions and commitments.\n"
+    "Drop: pleasantries, repetition, and wording that does not change meaning.\n"
+    "Write in the third person, in the conversation's language, as compact plain text, "
+    "at most {max_words} words. Output only the summary."
+)
+
+_MAX_PART_CHARS = 4000
+
+
+def _text_of(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Sequence):
+        out = []
+        for part in content:
+            if not isinstance(part, Mapping):
+                continue
+            kind = part.get("type")
+            if kind == "text":
+                out.append(str(part.get("text", "")))
+            elif kind == "refusal":
+                out.append(f"(refused: {part.get('refusal', '')})")
+            else:
+                out.append(f"[{kind}]")
+        return " ".join(out)
+    return str(content)
+
+
+def _clip(text: str) -> str:
+    if len(text) <= _MAX_PART_CHARS:
+        return text
+    return text[:_MAX_PART_CHARS] + f" [... {len(text) - _MAX_PART_CHARS} more characters]"
+
+
+def render_transcript(messages: Sequence[Mapping[str, Any]]) -> str:
+    """Messages as a plain transcript for a summarizing model; long parts are clipped."""
+    lines = []
+    for msg in messages:
+        role = msg.get("role", "?")
+        who = f"{role} ({msg['name']})" if msg.get("name") else str(role)
+        text = _text_of(msg.get("content"))
+        if msg.get("refusal"):
+            text = (text + f" (refused: {msg['refusal']})").strip()
+        if role == "tool":
+            who = f"tool result [{msg.get('tool_call_id', '')}]"
+        calls = msg.get("tool_calls") or []
+        rendered = []
+        for tc in calls:
+            body = tc.get("function") or tc.get("custom") or {}
+            args = body.get("arguments", body.get("input", ""))
+            rendered.append(f"{body.get('name', '?')}({args}) [{tc.get('id', '')}]")
+        if msg.get("function_call"):
+            fc = msg["function_call"]
+            rendered.append(f"{fc.get('name', '?')}({fc.get('arguments', '')})")
+        if rendered:
+            text = (text + " calls " + "; ".join(rendered)).strip()
+        lines.append(f"{who}: {_clip(text)}")
+    return "\n".join(lines)
+
+
+class OpenAISummarizer:
+    """Summarise with any OpenAI-compatible chat endpoint.
+
+    Pass an ``openai.OpenAI`` client for sync use or an ``openai.AsyncOpenAI`` one for async
+    use (the call then returns an awaitable). Any server that speaks the Chat Completions API
+    works: OpenAI, Azure, vLLM, llama.cpp, Ollama, through the client's ``base_url``.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        model: str,
+        *,
+        prompt: str = DEFAULT_PROMPT,
+        max_words: int = 250,
+        max_tokens: int = 600,
+        temperature: float | None = 0.2,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.prompt = prompt
+        self.max_words = max_words
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.extra = dict(extra or {})
+        self.is_async = inspect.iscoroutinefunction(client.chat.completions.create)
+
+    def request(self, previous: str | None, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """The chat completion request this summarizer sends."""
+        parts = []
+        if previous:
+            parts.append(f"Previous summary:\n{previous}")
+        parts.append(f"New messages:\n{render_transcript(messages)}")
+        kwargs: dict[str, Any] = {
+            "model": self.model,
+            "messages": [
+                {
+                    "role": "system",
+                    "content": self.prompt.replace("{max_words}", str(self.max_words)),
+                },
+                {"role": "user", "content": "\n\n".join(parts)},
+            ],
+            "max_tokens": self.max_tokens,
+            **self.extra,
+        }
+        if self.temperature is not None:
+            kwargs["temperature"] = self.temperature
+        return kwargs
+
+    @staticmethod
+    def _text(completion: Any) -> str:
+        choices = getattr(completion, "choices", None) or []
+        if not choices:
+            return ""
+        content = choices[0].message.content
+        return content.strip() if isinstance(content, str) else ""
+
+    def __call__(self, previous: str | None, messages: list[dict[str, Any]]) -> Any:
+        kwargs = self.request(previous, messages)
+        if self.is_async:
+            return self._acall(kwargs)
+        return self._text(self.client.chat.completions.create(**kwargs))
+
+    async def _acall(self, kwargs: dict[str, Any]) -> str:
+        return self._text(await self.client.chat.completions.create(**kwargs))
+
+    def __repr__(self) -> str:
+        return f"OpenAISummarizer(model={self.model!r}, async={self.is_async})"
