@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import backend_url
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
-from strategies import conversations
 
 import chatledger as cl
+from conftest import backend_url
+from strategies import conversations
 
 _ledgers: dict[str, cl.Ledger] = {}
 TOOLS = [
@@ -95,7 +95,7 @@ def build(spec: tuple[str, int, int]) -> tuple[Any, cl.TokenBudget | None]:
 
 
 @settings(
-    max_examples=60,
+    max_examples=150,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -157,9 +157,13 @@ def test_window_invariants(
         assert w.prompt_tokens == exact
         if budget is not None:
             assert exact <= budget.allowed
-        # maximal: the previous valid start would not fit (summaries: not before their end)
+        # maximal: the previous valid start would not fit (not before a summary's end, nor
+        # before the rounds a LastRounds ahead of the budget kept)
         if budget is not None:
             lo = w.summary.upto_seq if w.summary else k  # seq == 0-based index + 1
+            if spec[0] == "rounds+budget":
+                users = [i for i, m in enumerate(history) if m["role"] == "user" and i >= k]
+                lo = max(lo, users[-spec[1]] if len(users) >= spec[1] else k)
             earlier = [s for s in valid_starts(history, lo) if s < start]
             if earlier and not w.summary_dropped and w.prefix.count == k:
                 bigger = msgs[: len(msgs) - len(rest)] + history[earlier[-1] :]

@@ -11,6 +11,8 @@ import inspect
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import openai
+
 __all__ = ["DEFAULT_PROMPT", "AnySummarizer", "OpenAISummarizer", "render_transcript"]
 
 #: ``(previous_summary, messages) -> str`` or its async twin
@@ -109,7 +111,10 @@ class OpenAISummarizer:
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.extra = dict(extra or {})
-        self.is_async = inspect.iscoroutinefunction(client.chat.completions.create)
+        create = client.chat.completions.create
+        self.is_async = isinstance(client, openai.AsyncOpenAI) or inspect.iscoroutinefunction(
+            inspect.unwrap(create)
+        )
 
     def request(self, previous: str | None, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """The chat completion request this summarizer sends."""

@@ -98,6 +98,8 @@ def plan_window(
         upto, text = stored_summary
         msg = summ.message(text)
         summary = SummaryPart(upto, counter.message(msg), text, False, msg)
+    if summary is not None:
+        view.move_to(view.start, summary.tokens, summary.upto_seq)
     plan = Plan(start=view.start, summary=summary)
     for strategy in chain:
         if isinstance(strategy, Summarize):

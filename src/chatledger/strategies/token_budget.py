@@ -18,11 +18,11 @@ class TokenBudget:
     """Keep the newest rounds that fit, so the request's prompt tokens are at most
     ``limit - reserve`` (``reserve`` is room left for the completion).
 
-    The window is maximal: the round before the first one kept would not fit. When even the
-    newest round does not fit, the tail starts inside it (at an assistant message, never at a
-    tool result); a summary is left out before that happens to the newest message. When the
-    prefix and the newest message alone exceed the budget, :class:`ContextOverflowError`
-    says by how much.
+    The window is maximal: the round before the first one kept would not fit. A summary is
+    left out before the newest round is cut; when even the newest round does not fit, the tail
+    starts inside it (at an assistant message, never at a tool result). When the prefix and
+    the newest message alone exceed the budget, :class:`ContextOverflowError` says by how
+    much.
     """
 
     def __init__(self, limit: int, reserve: int = 0) -> None:
@@ -41,15 +41,22 @@ class TokenBudget:
 
     def apply(self, view: WindowView) -> int | Cut:
         starts = view.starts()
+        newest = view.newest_round_start
+        whole = [s for s in starts if s <= newest]  # starts that keep whole rounds
+        partial = [s for s in starts if s > newest]
         room = self.allowed - view.fixed_tokens
-        for s in starts:
-            if view.tail_tokens(s) <= room:
-                return s
+        # a user message starts the tail whenever one can: before cutting into the newest
+        # round, leave the summary out; a cut round keeps the summary if it still fits
+        options = [(whole, 0)]
         if view.summary_tokens:
-            room += view.summary_tokens
-            for s in starts:
-                if view.tail_tokens(s) <= room:
-                    return Cut(s, drop_summary=True)
+            options.append((whole, view.summary_tokens))
+        options.append((partial, 0))
+        if view.summary_tokens:
+            options.append((partial, view.summary_tokens))
+        for candidates, freed in options:
+            for s in candidates:
+                if view.tail_tokens(s) <= room + freed:
+                    return Cut(s, drop_summary=bool(freed))
         smallest = starts[-1]
         needed = view.overhead_tokens + view.prefix_tokens + view.tail_tokens(smallest)
         raise ContextOverflowError(
