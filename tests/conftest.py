@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,22 @@ def aledger(db_url: str) -> cl.AsyncLedger:
 @pytest.fixture
 def sync_engine(ledger: cl.Ledger) -> Engine:
     return ledger.engine
+
+
+@pytest.fixture(scope="session")
+def shared_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], cl.Ledger]]:
+    """One ledger per backend for the whole run, for property tests' many examples."""
+    ledgers: dict[str, cl.Ledger] = {}
+    tmp = tmp_path_factory.mktemp("shared")
+
+    def get(backend: str) -> cl.Ledger:
+        if backend not in ledgers:
+            ledgers[backend] = cl.Ledger(backend_url(backend, tmp))
+        return ledgers[backend]
+
+    yield get
+    for led in ledgers.values():
+        led.close()
 
 
 @pytest.fixture

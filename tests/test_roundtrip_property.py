@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import chatledger as cl
-from conftest import backend_url
 from strategies import conversations
 
-_ledgers: dict[str, cl.Ledger] = {}
 TOOLS = [
     {
         "type": "function",
@@ -31,29 +28,19 @@ TOOLS = [
 ]
 
 
-def _ledger(backend: str, tmp: Path) -> cl.Ledger:
-    if backend not in _ledgers:
-        _ledgers[backend] = cl.Ledger(backend_url(backend, tmp))
-    return _ledgers[backend]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close_ledgers() -> Any:
-    yield
-    for led in _ledgers.values():
-        led.close()
-    _ledgers.clear()
-
-
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(convo=conversations(), split=st.integers(0, 30), model=st.sampled_from(["gpt-4o", "gpt-4"]))
 def test_any_valid_conversation_round_trips(
-    backend: str, tmp_path: Path, convo: list[dict[str, Any]], split: int, model: str
+    backend: str,
+    shared_ledger: Callable[[str], cl.Ledger],
+    convo: list[dict[str, Any]],
+    split: int,
+    model: str,
 ) -> None:
     assert cl.validate_messages(convo) == convo
-    led = _ledger(backend, tmp_path)
+    led = shared_ledger(backend)
     conv = led.conversation(uuid.uuid4().hex, model=model)
     # stored in two writes at an arbitrary point (mid tool-call block included)
     k = min(split, len(convo))

@@ -8,7 +8,7 @@ no code with the window builder beyond the token counter itself.
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,10 +16,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import chatledger as cl
-from conftest import backend_url
 from strategies import conversations
 
-_ledgers: dict[str, cl.Ledger] = {}
 TOOLS = [
     {
         "type": "function",
@@ -30,20 +28,6 @@ TOOLS = [
         },
     }
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _close() -> Any:
-    yield
-    for led in _ledgers.values():
-        led.close()
-    _ledgers.clear()
-
-
-def _ledger(backend: str, tmp: Path) -> cl.Ledger:
-    if backend not in _ledgers:
-        _ledgers[backend] = cl.Ledger(backend_url(backend, tmp))
-    return _ledgers[backend]
 
 
 def deterministic_summarizer(previous: str | None, messages: list[dict[str, Any]]) -> str:
@@ -109,14 +93,14 @@ def build(spec: tuple[str, int, int]) -> tuple[Any, cl.TokenBudget | None]:
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_window_invariants(
     backend: str,
-    tmp_path: Path,
+    shared_ledger: Callable[[str], cl.Ledger],
     history: list[dict[str, Any]],
     spec: tuple[str, int, int],
     model: str,
     with_tools: bool,
     turns: int,
 ) -> None:
-    led = _ledger(backend, tmp_path)
+    led = shared_ledger(backend)
     conv = led.conversation(uuid.uuid4().hex, model=model)
     conv.extend(history)
     strategy, budget = build(spec)
