@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "BudgetExceededError",
     "ChatLedgerError",
     "ContextOverflowError",
     "ConversationExistsError",
@@ -18,6 +19,7 @@ __all__ = [
     "IdempotencyConflictError",
     "InvalidArgumentError",
     "InvalidMessageError",
+    "InvalidParameterError",
     "PendingToolCallsError",
     "Problem",
     "SchemaVersionError",
@@ -71,6 +73,33 @@ class InvalidArgumentError(ChatLedgerError, ValueError):
         self.field = field
         self.rule = rule
         super().__init__(f"{field}: {rule}")
+
+
+class InvalidParameterError(ChatLedgerError, ValueError):
+    """A chat completion request parameter breaks a rule the API enforces.
+
+    ``problems`` lists every broken rule as ``(param, rule)``; nothing was sent.
+    """
+
+    def __init__(self, problems: Sequence[tuple[str, str]]) -> None:
+        self.problems: tuple[tuple[str, str], ...] = tuple(problems)
+        super().__init__("; ".join(f"{param}: {rule}" for param, rule in self.problems))
+
+    @property
+    def params(self) -> list[str]:
+        """The parameters named by the problems."""
+        return [p for p, _ in self.problems]
+
+
+class BudgetExceededError(ChatLedgerError):
+    """A request would take a conversation or an owner past its token or money ceiling."""
+
+    def __init__(self, message: str, *, scope: str, limit: float, used: float, needed: float):
+        self.scope = scope
+        self.limit = limit
+        self.used = used
+        self.needed = needed
+        super().__init__(message)
 
 
 class ConversationNotFoundError(ChatLedgerError, LookupError):
