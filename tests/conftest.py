@@ -8,6 +8,7 @@ that cannot be reached fails the run instead of skipping its tests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
 import uuid
@@ -16,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import Engine
 
 import chatledger as cl
 from chatledger.store.engine import resolve_url
-from chatledger.store.schema import metadata
 
 SERVER_URLS = {
     "postgresql": os.environ.get(
@@ -33,23 +33,41 @@ BACKENDS = ["sqlite", "postgresql", "mariadb"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 _reachable: dict[str, str | None] = {}
+_run_urls: dict[str, str] = {}
+RUN_DB = f"chatledger_t_{uuid.uuid4().hex[:10]}"
 
 
 def _probe(backend: str) -> str | None:
-    """None when the server answers (its chatledger tables dropped once), else why not."""
+    """None when the server answers, else why not. Each test run gets a database of its own
+    on the server (dropped at the end), so runs side by side never see each other's rows."""
     if backend in _reachable:
         return _reachable[backend]
     try:
-        engine = create_engine(resolve_url(SERVER_URLS[backend], asynchronous=False))
-        with engine.begin() as conn:
-            conn.execute(text("SELECT 1"))
-            # a fresh schema for this run: earlier runs may have left an older one behind
-            metadata.drop_all(conn)
+        base = resolve_url(SERVER_URLS[backend], asynchronous=False)
+        engine = create_engine(base, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(f"CREATE DATABASE {RUN_DB}"))
         engine.dispose()
+        _run_urls[backend] = (
+            make_url(SERVER_URLS[backend])
+            .set(database=RUN_DB)
+            .render_as_string(hide_password=False)
+        )
         _reachable[backend] = None
     except Exception as exc:
         _reachable[backend] = f"{backend} unreachable at {SERVER_URLS[backend]}: {exc}"
     return _reachable[backend]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for backend in list(_run_urls):
+        engine = create_engine(
+            resolve_url(SERVER_URLS[backend], asynchronous=False), isolation_level="AUTOCOMMIT"
+        )
+        force = " WITH (FORCE)" if backend == "postgresql" else ""
+        with contextlib.suppress(Exception), engine.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {RUN_DB}{force}"))
+        engine.dispose()
 
 
 def backend_url(backend: str, tmp_path: Path) -> str:
@@ -60,7 +78,7 @@ def backend_url(backend: str, tmp_path: Path) -> str:
         if IN_CI:
             pytest.fail(why, pytrace=False)
         pytest.skip(why)
-    return SERVER_URLS[backend]
+    return _run_urls[backend]
 
 
 @pytest.fixture(params=BACKENDS)

@@ -4,8 +4,11 @@ Store conversations in SQL, count their tokens exactly as the API bills them, an
 API a ``messages`` array it accepts.
 """
 
+from chatledger._turns import Recorded
+from chatledger.budgets import Budget, Spend
 from chatledger.conversation import AsyncConversation, Conversation
 from chatledger.errors import (
+    BudgetExceededError,
     ChatLedgerError,
     ContextOverflowError,
     ConversationExistsError,
@@ -14,6 +17,7 @@ from chatledger.errors import (
     IdempotencyConflictError,
     InvalidArgumentError,
     InvalidMessageError,
+    InvalidParameterError,
     PendingToolCallsError,
     Problem,
     SchemaVersionError,
@@ -22,7 +26,9 @@ from chatledger.errors import (
 )
 from chatledger.ledger import AsyncLedger, Ledger
 from chatledger.messages import Message, to_api_dict, validate_message, validate_messages
-from chatledger.records import ConversationInfo, StoredMessage
+from chatledger.params import validate_params
+from chatledger.pricing import Price, PriceTable
+from chatledger.records import ConversationInfo, StoredMessage, UsageRecord, UsageTotals
 from chatledger.store import SCHEMA_VERSION
 from chatledger.strategies import (
     Cut,
@@ -34,6 +40,7 @@ from chatledger.strategies import (
     TokenBudget,
     WindowView,
 )
+from chatledger.streaming import AsyncStreamRecorder, StreamAccumulator, StreamRecorder
 from chatledger.summarizers import OpenAISummarizer, render_transcript
 from chatledger.tokens import TokenCounter, count_tokens, encoding_for_model
 from chatledger.window import Span, SummaryPart, Window
@@ -44,6 +51,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "AsyncConversation",
     "AsyncLedger",
+    "AsyncStreamRecorder",
+    "Budget",
+    "BudgetExceededError",
     "ChatLedgerError",
     "ContextOverflowError",
     "Conversation",
@@ -56,23 +66,32 @@ __all__ = [
     "IdempotencyConflictError",
     "InvalidArgumentError",
     "InvalidMessageError",
+    "InvalidParameterError",
     "LastRounds",
     "Ledger",
     "Lookback",
     "Message",
     "OpenAISummarizer",
     "PendingToolCallsError",
+    "Price",
+    "PriceTable",
     "Problem",
+    "Recorded",
     "SchemaVersionError",
     "Span",
+    "Spend",
     "StorageError",
     "StoredMessage",
     "Strategy",
+    "StreamAccumulator",
+    "StreamRecorder",
     "Summarize",
     "SummaryPart",
     "TokenBudget",
     "TokenCounter",
     "UnknownModelWarning",
+    "UsageRecord",
+    "UsageTotals",
     "Window",
     "WindowView",
     "__version__",
@@ -82,4 +101,5 @@ __all__ = [
     "to_api_dict",
     "validate_message",
     "validate_messages",
+    "validate_params",
 ]

@@ -11,11 +11,13 @@ import json
 import threading
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from chatledger.budgets import Budget
 from chatledger.errors import InvalidArgumentError, InvalidMessageError, Problem
 from chatledger.messages import ToolCallState, _normalize
+from chatledger.pricing import PriceTable
 from chatledger.store.ops import NewConversation, Prepared
 from chatledger.tokens import TokenCounter
 
@@ -74,10 +76,17 @@ class LedgerConfig:
 
     default_model: str
     max_message_bytes: int
+    prices: PriceTable = field(default_factory=PriceTable.default)
+    budgets: tuple[Budget, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 1:
             raise InvalidArgumentError("max_message_bytes", "must be at least 1")
+        if not isinstance(self.prices, PriceTable):
+            raise InvalidArgumentError("prices", "must be a chatledger.PriceTable")
+        for i, b in enumerate(self.budgets):
+            if not isinstance(b, Budget):
+                raise InvalidArgumentError(f"budgets[{i}]", "must be a chatledger.Budget")
         self._counters: dict[str, TokenCounter] = {}
         self._lock = threading.Lock()
 

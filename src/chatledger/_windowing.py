@@ -10,11 +10,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from chatledger.errors import InvalidArgumentError, PendingToolCallsError
+from chatledger.errors import (
+    InvalidArgumentError,
+    InvalidParameterError,
+    PendingToolCallsError,
+)
 from chatledger.records import StoredMessage
 from chatledger.store.ops import Snapshot
 from chatledger.strategies.base import Lookback, Strategy, WindowView
 from chatledger.strategies.summarize import Summarize
+from chatledger.strategies.token_budget import TokenBudget
 from chatledger.tokens import TokenCounter, system_text
 from chatledger.window import FoldRequest, Plan, Span, Window, chain_of, combined_lookback
 
@@ -41,8 +46,11 @@ class WindowJob:
         counter: TokenCounter,
         tools: Sequence[Mapping[str, Any]] | None,
         tool_choice: Any,
+        reserve: int = 0,
     ) -> WindowJob:
         chain = chain_of(strategy)
+        if reserve:
+            chain = [_with_reserve(s, reserve) for s in chain]
         return cls(
             chain,
             combined_lookback(chain),
@@ -129,6 +137,23 @@ class WindowJob:
             steps=tuple(plan.steps),
             rows_read=rows_read,
         )
+
+
+def _with_reserve(strategy: Strategy, reserve: int) -> Strategy:
+    """A token budget that also leaves ``reserve`` tokens for the completion."""
+    if not isinstance(strategy, TokenBudget) or strategy.reserve >= reserve:
+        return strategy
+    if reserve >= strategy.limit:
+        raise InvalidParameterError(
+            [
+                (
+                    "max_tokens",
+                    f"{reserve} leaves no room for the prompt within {strategy!r}: lower it "
+                    "or raise the budget",
+                )
+            ]
+        )
+    return TokenBudget(strategy.limit, reserve=reserve)
 
 
 def _failed(req: FoldRequest, cid: str, why: object) -> None:

@@ -11,18 +11,24 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
+from chatledger import _turns
 from chatledger._core import LedgerConfig, dump_json
+from chatledger._turns import Recorded
 from chatledger._windowing import WindowJob, call_summarizer, call_summarizer_async
+from chatledger.budgets import Budget, Spend
 from chatledger.errors import ConversationNotFoundError, InvalidArgumentError, StorageError
 from chatledger.messages import ToolCallState
-from chatledger.records import ConversationInfo, StoredMessage
+from chatledger.params import validate_params
+from chatledger.records import ConversationInfo, StoredMessage, UsageRecord, UsageTotals
 from chatledger.store import ops
 from chatledger.strategies.base import Strategy
+from chatledger.streaming import AsyncStreamRecorder, StreamRecorder
 from chatledger.tokens import TokenCounter
 from chatledger.window import FoldRequest, Plan, Window, plan_window
 
@@ -96,6 +102,11 @@ class _Handle:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id!r} owner={self.owner!r} model={self.model!r}>"
+
+    def _subject(self, guard: Budget) -> str:
+        if guard.scope == "owner":
+            return f"owner {self.owner!r}"
+        return f"conversation {self.id!r}"
 
     def _after_write(self, done: ops.Appended) -> list[StoredMessage]:
         stored = done.stored
@@ -236,6 +247,7 @@ class Conversation(_Handle):
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
+        reserve: int = 0,
         explain: Literal[False] = False,
     ) -> list[dict[str, Any]]: ...
     @overload
@@ -245,6 +257,7 @@ class Conversation(_Handle):
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
+        reserve: int = 0,
         explain: Literal[True],
     ) -> Window: ...
 
@@ -254,16 +267,18 @@ class Conversation(_Handle):
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
+        reserve: int = 0,
         explain: bool = False,
     ) -> list[dict[str, Any]] | Window:
         """The ``messages`` to send this turn: valid for the API and within the strategy's
         budget, reading only the newest part of the history it needs.
 
         ``strategy`` is one strategy or a list applied in order; None sends everything.
-        ``tools`` (and ``tool_choice``) are counted against the budget. With ``explain=True``
-        a :class:`Window` says what was kept, summarised and dropped, with token counts.
+        ``tools`` (and ``tool_choice``) are counted against the budget, and a token budget
+        leaves at least ``reserve`` tokens for the completion. With ``explain=True`` a
+        :class:`Window` says what was kept, summarised and dropped, with token counts.
         """
-        job = WindowJob.start(strategy, self.counter, tools, tool_choice)
+        job = WindowJob.start(strategy, self.counter, tools, tool_choice, reserve)
         engine = self._ledger.engine
         with db_errors(), engine.connect() as conn:
             snap = ops.window_snapshot(conn, self._pk, job.lookback, job.with_summary)
@@ -294,6 +309,147 @@ class Conversation(_Handle):
         with db_errors(), self._ledger.engine.begin() as conn:
             ops.save_summary(conn, self._pk, req.upto_seq, text, tokens, _model_name(model))
         return req.upto_seq, text
+
+    # --- the chat completion round trip ----------------------------------------------------
+
+    def request(
+        self,
+        strategy: Strategy | Sequence[Strategy] | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        budget: Budget | Sequence[Budget] | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """The keyword arguments for ``client.chat.completions.create(**kwargs)``.
+
+        ``messages`` is this turn's window, with room left for ``max_tokens`` /
+        ``max_completion_tokens``. Every parameter is checked first
+        (:class:`InvalidParameterError`), and the ledger's and ``budget``'s ceilings
+        (:class:`BudgetExceededError`) before anything is sent.
+        """
+        return self._request(strategy, tools, budget, params)[0]
+
+    def _request(
+        self,
+        strategy: Strategy | Sequence[Strategy] | None,
+        tools: Sequence[Mapping[str, Any]] | None,
+        budget: Budget | Sequence[Budget] | None,
+        params: Mapping[str, Any],
+    ) -> tuple[dict[str, Any], int]:
+        config = self._ledger._config
+        checked = _turns.request_params(self.model, tools, params)
+        guards = _turns.budgets_for(config, budget)
+        room = _turns.completion_room(checked)
+        w = self.window(
+            strategy,
+            tools=tools,
+            tool_choice=checked.get("tool_choice"),
+            reserve=room,
+            explain=True,
+        )
+        validate_params(checked, messages=w.messages)
+        if guards:
+            needed = _turns.needed_spend(config, checked["model"], w.prompt_tokens, room)
+            with db_errors(), self._ledger.engine.connect() as conn:
+                for guard in guards:
+                    used = self._used(conn, guard)
+                    guard.check(used, needed, subject=self._subject(guard))
+        return {**checked, "messages": w.messages}, w.prompt_tokens
+
+    def _used(self, conn: Connection, guard: Budget) -> Spend:
+        since = guard.since(ops.utcnow())
+        owner = self.owner if guard.scope == "owner" else None
+        if guard.scope == "owner" and owner is None:
+            raise InvalidArgumentError("budget", "an owner budget needs a conversation owner")
+        pk = self._pk if guard.scope == "conversation" else None
+        t = ops.usage_totals(conn, pk, owner, since, None)
+        return Spend(t.total_tokens, t.cost_micros)
+
+    def record(
+        self,
+        completion: object,
+        *,
+        choice: int = 0,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        prompt_tokens: int | None = None,
+    ) -> Recorded:
+        """Store a response: choice ``choice``'s message (cut off, filtered or incomplete
+        replies are marked in its ``status``) and the usage row with every choice and its
+        cost. Recording the same response twice stores it once (its id is the key)."""
+        reply = _turns.parse_reply(completion, choice, self.counter, prompt_tokens)
+        key = _turns.record_key(reply, idempotency_key)
+        _check_key(key)
+        config = self._ledger._config
+        values = _turns.usage_values(config, reply, self.model)
+        for _ in range(_MAX_APPEND_RETRIES):
+            batch: list[ops.Prepared] = []
+            depends = False
+            if reply.message is not None:
+                batch, depends = config.prepare(
+                    [reply.message], self.counter, [metadata], reply.status, self._tool_state
+                )
+            against: str | Literal[False] | None = self._tool_state if depends else False
+            try:
+                with db_errors(), self._ledger.engine.begin() as conn:
+                    done, usage = ops.record_reply(
+                        conn, self._pk, self.counter.profile, against, batch, key, values
+                    )
+            except ops.Stale:
+                self.refresh()
+                continue
+            except ConversationNotFoundError:
+                raise ConversationNotFoundError(self.id) from None
+            message = self._after_write(done)[0] if done is not None else None
+            return _turns.Recorded(message, usage)
+        raise StorageError("the conversation's model kept changing during the write; retry")
+
+    def stream(
+        self, stream: Any, *, choice: int = 0, prompt_tokens: int | None = None
+    ) -> StreamRecorder:
+        """Wrap a ``stream=True`` response: iterate it to pass the chunks on; the reply is
+        recorded when the stream ends, or what arrived (marked incomplete) when it breaks."""
+
+        def finish(completion: dict[str, Any], broken: bool) -> Recorded | None:
+            if not completion["choices"] and broken:
+                return None
+            return self.record(completion, choice=choice, prompt_tokens=prompt_tokens)
+
+        return StreamRecorder(stream, finish)
+
+    def chat(
+        self,
+        client: Any,
+        message: object | None = None,
+        *,
+        strategy: Strategy | Sequence[Strategy] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        budget: Budget | Sequence[Budget] | None = None,
+        choice: int = 0,
+        **params: Any,
+    ) -> Any:
+        """One turn: append ``message`` (text means a user message), build the request, send it
+        with ``client`` (an ``openai.OpenAI``), record the reply and return the response. With
+        ``stream=True`` it returns a :class:`StreamRecorder` to iterate."""
+        if message is not None:
+            self.append(_turns.user_message(message))
+        kwargs, prompt = self._request(strategy, tools, budget, params)
+        response = client.chat.completions.create(**kwargs)
+        if kwargs.get("stream"):
+            return self.stream(response, choice=choice, prompt_tokens=prompt)
+        self.record(response, choice=choice, prompt_tokens=prompt)
+        return response
+
+    def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> UsageTotals:
+        """Usage and cost of this conversation, ``since <= t < until``."""
+        with db_errors(), self._ledger.engine.connect() as conn:
+            return ops.usage_totals(conn, self._pk, None, since, until)
+
+    def usage_records(self, *, limit: int | None = None) -> list[UsageRecord]:
+        """The usage ledger rows of this conversation, oldest first (the newest ``limit``)."""
+        _check_range(None, None, limit)
+        with db_errors(), self._ledger.engine.connect() as conn:
+            return ops.usage_records(conn, self._pk, limit)
 
     def refresh(self) -> ConversationInfo:
         """Read the conversation's row again (another worker may have written since)."""
@@ -420,6 +576,7 @@ class AsyncConversation(_Handle):
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
+        reserve: int = 0,
         explain: Literal[False] = False,
     ) -> list[dict[str, Any]]: ...
 
@@ -430,6 +587,7 @@ class AsyncConversation(_Handle):
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
+        reserve: int = 0,
         explain: Literal[True],
     ) -> Window: ...
 
@@ -439,10 +597,11 @@ class AsyncConversation(_Handle):
         *,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
+        reserve: int = 0,
         explain: bool = False,
     ) -> list[dict[str, Any]] | Window:
         """The ``messages`` to send this turn (see :meth:`Conversation.window`)."""
-        job = WindowJob.start(strategy, self.counter, tools, tool_choice)
+        job = WindowJob.start(strategy, self.counter, tools, tool_choice, reserve)
         engine = self._ledger.engine
         with db_errors():
             async with engine.connect() as conn:
@@ -482,6 +641,149 @@ class AsyncConversation(_Handle):
             async with engine.begin() as conn:
                 await conn.run_sync(ops.save_summary, self._pk, req.upto_seq, text, tokens, model)
         return req.upto_seq, text
+
+    # --- the chat completion round trip ----------------------------------------------------
+
+    async def request(
+        self,
+        strategy: Strategy | Sequence[Strategy] | None = None,
+        *,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        budget: Budget | Sequence[Budget] | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
+        """The keyword arguments for ``await client.chat.completions.create(**kwargs)`` (see
+        :meth:`Conversation.request`)."""
+        return (await self._request(strategy, tools, budget, params))[0]
+
+    async def _request(
+        self,
+        strategy: Strategy | Sequence[Strategy] | None,
+        tools: Sequence[Mapping[str, Any]] | None,
+        budget: Budget | Sequence[Budget] | None,
+        params: Mapping[str, Any],
+    ) -> tuple[dict[str, Any], int]:
+        config = self._ledger._config
+        checked = _turns.request_params(self.model, tools, params)
+        guards = _turns.budgets_for(config, budget)
+        room = _turns.completion_room(checked)
+        w = await self.window(
+            strategy,
+            tools=tools,
+            tool_choice=checked.get("tool_choice"),
+            reserve=room,
+            explain=True,
+        )
+        validate_params(checked, messages=w.messages)
+        if guards:
+            needed = _turns.needed_spend(config, checked["model"], w.prompt_tokens, room)
+            for guard in guards:
+                if guard.scope == "owner" and self.owner is None:
+                    raise InvalidArgumentError(
+                        "budget", "an owner budget needs a conversation owner"
+                    )
+                since = guard.since(ops.utcnow())
+                owner = self.owner if guard.scope == "owner" else None
+                pk = self._pk if guard.scope == "conversation" else None
+                with db_errors():
+                    async with self._ledger.engine.connect() as conn:
+                        t = await conn.run_sync(ops.usage_totals, pk, owner, since, None)
+                guard.check(
+                    Spend(t.total_tokens, t.cost_micros), needed, subject=self._subject(guard)
+                )
+        return {**checked, "messages": w.messages}, w.prompt_tokens
+
+    async def record(
+        self,
+        completion: object,
+        *,
+        choice: int = 0,
+        idempotency_key: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        prompt_tokens: int | None = None,
+    ) -> Recorded:
+        """Store a response's message and usage (see :meth:`Conversation.record`)."""
+        reply = _turns.parse_reply(completion, choice, self.counter, prompt_tokens)
+        key = _turns.record_key(reply, idempotency_key)
+        _check_key(key)
+        config = self._ledger._config
+        values = _turns.usage_values(config, reply, self.model)
+        for _ in range(_MAX_APPEND_RETRIES):
+            batch: list[ops.Prepared] = []
+            depends = False
+            if reply.message is not None:
+                batch, depends = config.prepare(
+                    [reply.message], self.counter, [metadata], reply.status, self._tool_state
+                )
+            against: str | Literal[False] | None = self._tool_state if depends else False
+            try:
+                with db_errors():
+                    async with self._ledger.engine.begin() as conn:
+                        done, usage = await conn.run_sync(
+                            ops.record_reply,
+                            self._pk,
+                            self.counter.profile,
+                            against,
+                            batch,
+                            key,
+                            values,
+                        )
+            except ops.Stale:
+                await self.refresh()
+                continue
+            except ConversationNotFoundError:
+                raise ConversationNotFoundError(self.id) from None
+            message = self._after_write(done)[0] if done is not None else None
+            return _turns.Recorded(message, usage)
+        raise StorageError("the conversation's model kept changing during the write; retry")
+
+    def stream(
+        self, stream: Any, *, choice: int = 0, prompt_tokens: int | None = None
+    ) -> AsyncStreamRecorder:
+        """Wrap an async ``stream=True`` response (see :meth:`Conversation.stream`)."""
+
+        async def finish(completion: dict[str, Any], broken: bool) -> Recorded | None:
+            if not completion["choices"] and broken:
+                return None
+            return await self.record(completion, choice=choice, prompt_tokens=prompt_tokens)
+
+        return AsyncStreamRecorder(stream, finish)
+
+    async def chat(
+        self,
+        client: Any,
+        message: object | None = None,
+        *,
+        strategy: Strategy | Sequence[Strategy] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        budget: Budget | Sequence[Budget] | None = None,
+        choice: int = 0,
+        **params: Any,
+    ) -> Any:
+        """One turn with an ``openai.AsyncOpenAI`` client (see :meth:`Conversation.chat`)."""
+        if message is not None:
+            await self.append(_turns.user_message(message))
+        kwargs, prompt = await self._request(strategy, tools, budget, params)
+        response = await client.chat.completions.create(**kwargs)
+        if kwargs.get("stream"):
+            return self.stream(response, choice=choice, prompt_tokens=prompt)
+        await self.record(response, choice=choice, prompt_tokens=prompt)
+        return response
+
+    async def usage(
+        self, *, since: datetime | None = None, until: datetime | None = None
+    ) -> UsageTotals:
+        """Usage and cost of this conversation, ``since <= t < until``."""
+        with db_errors():
+            async with self._ledger.engine.connect() as conn:
+                return await conn.run_sync(ops.usage_totals, self._pk, None, since, until)
+
+    async def usage_records(self, *, limit: int | None = None) -> list[UsageRecord]:
+        """The usage ledger rows of this conversation, oldest first (the newest ``limit``)."""
+        _check_range(None, None, limit)
+        with db_errors():
+            async with self._ledger.engine.connect() as conn:
+                return await conn.run_sync(ops.usage_records, self._pk, limit)
 
     async def refresh(self) -> ConversationInfo:
         """Read the conversation's row again (another worker may have written since)."""

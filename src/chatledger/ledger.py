@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
@@ -18,9 +19,11 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from chatledger._core import DEFAULT_MAX_MESSAGE_BYTES, LedgerConfig, check_id
+from chatledger.budgets import Budget
 from chatledger.conversation import AsyncConversation, Conversation, db_errors
 from chatledger.errors import ConversationExistsError, InvalidArgumentError
-from chatledger.records import ConversationInfo
+from chatledger.pricing import PriceTable
+from chatledger.records import ConversationInfo, UsageTotals
 from chatledger.store import ops
 from chatledger.store.engine import DEFAULT_URL, make_async_engine, make_sync_engine
 
@@ -63,9 +66,16 @@ class Ledger:
         create_tables: bool = True,
         default_model: str = DEFAULT_MODEL,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        prices: PriceTable | None = None,
+        budgets: Sequence[Budget] = (),
         **engine_options: Any,
     ) -> None:
-        self._config = LedgerConfig(default_model, max_message_bytes)
+        self._config = LedgerConfig(
+            default_model,
+            max_message_bytes,
+            prices if prices is not None else PriceTable.default(),
+            tuple(budgets),
+        )
         self._config.check_model(default_model)
         if isinstance(url, Engine):
             self._engine, self._owns_engine = url, False
@@ -176,6 +186,23 @@ class Ledger:
         with db_errors(), self.engine.begin() as conn:
             return ops.delete_owner(conn, owner)
 
+    @property
+    def prices(self) -> PriceTable:
+        """The price table costs are computed with."""
+        return self._config.prices
+
+    def usage(
+        self,
+        *,
+        owner: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> UsageTotals:
+        """Usage and cost summed over ``owner``'s conversations (or all), ``since <= t < until``."""
+        _check_owner(owner)
+        with db_errors(), self.engine.connect() as conn:
+            return ops.usage_totals(conn, None, owner, since, until)
+
     # lifecycle ----------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -212,9 +239,16 @@ class AsyncLedger:
         create_tables: bool = True,
         default_model: str = DEFAULT_MODEL,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        prices: PriceTable | None = None,
+        budgets: Sequence[Budget] = (),
         **engine_options: Any,
     ) -> None:
-        self._config = LedgerConfig(default_model, max_message_bytes)
+        self._config = LedgerConfig(
+            default_model,
+            max_message_bytes,
+            prices if prices is not None else PriceTable.default(),
+            tuple(budgets),
+        )
         self._config.check_model(default_model)
         if isinstance(url, AsyncEngine):
             self._engine, self._owns_engine = url, False
@@ -328,6 +362,25 @@ class AsyncLedger:
         with db_errors():
             async with self._engine.begin() as conn:
                 return await conn.run_sync(ops.delete_owner, owner)
+
+    @property
+    def prices(self) -> PriceTable:
+        """The price table costs are computed with."""
+        return self._config.prices
+
+    async def usage(
+        self,
+        *,
+        owner: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> UsageTotals:
+        """Usage and cost summed over ``owner``'s conversations (or all), ``since <= t < until``."""
+        _check_owner(owner)
+        await self._ensure_schema()
+        with db_errors():
+            async with self._engine.connect() as conn:
+                return await conn.run_sync(ops.usage_totals, None, owner, since, until)
 
     async def close(self) -> None:
         """Release the connections of an engine the ledger created (not of one passed in)."""

@@ -29,7 +29,7 @@ from chatledger.errors import (
     Problem,
 )
 from chatledger.messages import ToolCallState
-from chatledger.records import ConversationInfo, StoredMessage
+from chatledger.records import ConversationInfo, StoredMessage, UsageRecord, UsageTotals
 from chatledger.store.schema import (
     SCHEMA_VERSION,
     completions,
@@ -57,9 +57,12 @@ __all__ = [
     "find_conversation",
     "list_conversations",
     "read_records",
+    "record_reply",
     "recount",
     "save_summary",
     "update_conversation",
+    "usage_records",
+    "usage_totals",
     "window_snapshot",
 ]
 
@@ -112,6 +115,7 @@ class Appended:
 
     stored: list[StoredMessage]
     tool_state: str | None
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +354,7 @@ def append(
     if key is not None:
         replayed = _replay(conn, pk, key, batch)
         if replayed is not None:
-            return Appended(replayed, conv.tool_state)
+            return Appended(replayed, conv.tool_state, replayed=True)
 
     state = ToolCallState.from_json(conv.tool_state)
     problems: list[Problem] = []
@@ -641,3 +645,110 @@ def save_summary(
         )
     )
     return upto_seq, text
+
+
+# --- the usage ledger -------------------------------------------------------------------------
+
+
+def _usage_record(row: Row[Any]) -> UsageRecord:
+    return UsageRecord(
+        message_seq=row.message_seq,
+        model=row.model,
+        response_id=row.response_id,
+        system_fingerprint=row.system_fingerprint,
+        finish_reason=row.finish_reason,
+        prompt_tokens=row.prompt_tokens,
+        completion_tokens=row.completion_tokens,
+        cached_tokens=row.cached_tokens,
+        reasoning_tokens=row.reasoning_tokens,
+        cost_micros=row.cost_micros,
+        created_at=_aware(row.created_at),
+        metadata=_loads(row.meta),
+    )
+
+
+def record_reply(
+    conn: Connection,
+    pk: int,
+    profile: str,
+    counted_against: str | Literal[False] | None,
+    batch: Sequence[Prepared],
+    key: str | None,
+    usage: dict[str, Any],
+) -> tuple[Appended | None, UsageRecord]:
+    """Store a reply's message and its usage row in one transaction (idempotent by ``key``)."""
+    if batch:
+        done: Appended | None = append(conn, pk, profile, counted_against, batch, key)
+        assert done is not None
+        seq: int | None = done.stored[-1].seq
+    else:
+        done, seq = None, None
+        conn.execute(
+            update(conversations).where(conversations.c.pk == pk).values(updated_at=utcnow())
+        )
+    if key is not None:
+        existing = conn.execute(
+            select(completions).where(
+                completions.c.conversation_pk == pk, completions.c.idempotency_key == key
+            )
+        ).first()
+        if existing is not None:
+            return done, _usage_record(existing)
+    values = {
+        **usage,
+        "conversation_pk": pk,
+        "message_seq": seq,
+        "created_at": utcnow(),
+        "idempotency_key": key,
+    }
+    conn.execute(insert(completions).values(**values))
+    row = conn.execute(
+        select(completions)
+        .where(completions.c.conversation_pk == pk)
+        .order_by(completions.c.pk.desc())
+        .limit(1)
+    ).one()
+    return done, _usage_record(row)
+
+
+def usage_records(conn: Connection, pk: int, limit: int | None) -> list[UsageRecord]:
+    q = (
+        select(completions)
+        .where(completions.c.conversation_pk == pk)
+        .order_by(completions.c.pk.desc())
+    )
+    if limit is not None:
+        q = q.limit(limit)
+    return [_usage_record(r) for r in reversed(conn.execute(q).all())]
+
+
+def usage_totals(
+    conn: Connection,
+    pk: int | None,
+    owner: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> UsageTotals:
+    """Sums over the usage ledger for one conversation, one owner, or everything."""
+    c = completions.c
+    q = select(
+        func.count(),
+        func.coalesce(func.sum(c.prompt_tokens), 0),
+        func.coalesce(func.sum(c.completion_tokens), 0),
+        func.coalesce(func.sum(c.cached_tokens), 0),
+        func.coalesce(func.sum(c.reasoning_tokens), 0),
+        func.coalesce(func.sum(c.cost_micros), 0),
+        func.count(c.pk) - func.count(c.cost_micros),
+    ).select_from(completions)
+    if pk is not None:
+        q = q.where(c.conversation_pk == pk)
+    if owner is not None:
+        q = q.where(
+            c.conversation_pk.in_(select(conversations.c.pk).where(conversations.c.owner == owner))
+        )
+    if since is not None:
+        q = q.where(c.created_at >= since)
+    if until is not None:
+        q = q.where(c.created_at < until)
+    row = conn.execute(q).one()
+    return UsageTotals(*(int(v) for v in row))
