@@ -353,3 +353,16 @@ def test_cost_estimate_and_totals_by_period(ledger: cl.Ledger, uid: str) -> None
 
     assert conv.usage(since=later + timedelta(seconds=1)).requests == 0
     assert conv.usage(since=later - timedelta(seconds=1)).requests == 1
+
+
+def test_estimate_before_sending(ledger: cl.Ledger, uid: str) -> None:
+    conv = ledger.conversation(uid, model="gpt-4o", system="sys")
+    conv.append({"role": "user", "content": "price me"})
+    kwargs = conv.request(tools=TOOLS, max_tokens=100, n=2)
+    est = conv.estimate(kwargs)
+    assert est.prompt_tokens == cl.count_tokens(kwargs["messages"], "gpt-4o", TOOLS)
+    assert est.max_completion_tokens == 200
+    assert est.max_cost_micros == price(ledger.prices, "gpt-4o", est.prompt_tokens, 200)
+    with pytest.warns(cl.UnknownModelWarning):
+        unknown = conv.estimate({**kwargs, "model": "my-local-llama"})
+    assert unknown.max_cost_micros is None and unknown.max_cost_usd is None

@@ -4,7 +4,7 @@ Store conversations in SQL, count their tokens exactly as the API bills them, an
 API a ``messages`` array it accepts.
 """
 
-from chatledger._turns import Recorded
+from chatledger._turns import Estimate, Recorded
 from chatledger.budgets import Budget, Spend
 from chatledger.conversation import AsyncConversation, Conversation
 from chatledger.errors import (
@@ -63,6 +63,7 @@ __all__ = [
     "Cut",
     "EncodingIntegrityError",
     "Entry",
+    "Estimate",
     "IdempotencyConflictError",
     "InvalidArgumentError",
     "InvalidMessageError",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from chatledger._core import LedgerConfig
@@ -16,6 +17,7 @@ from chatledger.records import StoredMessage, UsageRecord
 from chatledger.tokens import TokenCounter
 
 __all__ = [
+    "Estimate",
     "Recorded",
     "budgets_for",
     "completion_room",
@@ -33,6 +35,38 @@ class Recorded:
 
     message: StoredMessage | None
     usage: UsageRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What a request can cost at most, before it is sent: its exact prompt tokens, the
+    completion tokens it allows (``max_tokens`` times ``n``), and the price of both (None for a
+    model without a price)."""
+
+    model: str
+    prompt_tokens: int
+    max_completion_tokens: int
+    max_cost_micros: int | None
+
+    @property
+    def max_cost_usd(self) -> Decimal | None:
+        if self.max_cost_micros is None:
+            return None
+        return Decimal(self.max_cost_micros) / 1_000_000
+
+
+def estimate(config: LedgerConfig, kwargs: Mapping[str, Any]) -> Estimate:
+    """Price request ``kwargs`` (as ``request`` returns them) before sending them."""
+    from chatledger.tokens import count_tokens
+
+    model = kwargs.get("model")
+    if not isinstance(model, str) or "messages" not in kwargs:
+        raise InvalidArgumentError("kwargs", "must hold model and messages, as request() returns")
+    prompt = count_tokens(
+        kwargs["messages"], model, kwargs.get("tools"), tool_choice=kwargs.get("tool_choice")
+    )
+    room = completion_room(kwargs)
+    return Estimate(model, prompt, room, config.prices.estimate_micros(model, prompt, room))
 
 
 def user_message(message: object) -> object:

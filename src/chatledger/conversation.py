@@ -74,6 +74,7 @@ class _Handle:
     _pk: int
     _info: ConversationInfo
     _tool_state: str | None
+    _config: LedgerConfig
 
     def _load(self, loaded: ops.Loaded) -> ConversationInfo:
         self._pk, self._info, self._tool_state = loaded.pk, loaded.info, loaded.tool_state
@@ -102,6 +103,11 @@ class _Handle:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} id={self.id!r} owner={self.owner!r} model={self.model!r}>"
+
+    def estimate(self, kwargs: Mapping[str, Any]) -> _turns.Estimate:
+        """The most a request (``request()``'s kwargs) can cost: exact prompt tokens, the
+        completion tokens it allows, and their price in the ledger's price table. No I/O."""
+        return _turns.estimate(self._config, kwargs)
 
     def _subject(self, guard: Budget) -> str:
         if guard.scope == "owner":
@@ -164,6 +170,7 @@ class Conversation(_Handle):
 
     def __init__(self, ledger: Ledger, loaded: ops.Loaded) -> None:
         self._ledger = ledger
+        self._config = ledger._config
         self._load(loaded)
 
     @property
@@ -484,6 +491,7 @@ class AsyncConversation(_Handle):
 
     def __init__(self, ledger: AsyncLedger, loaded: ops.Loaded) -> None:
         self._ledger = ledger
+        self._config = ledger._config
         self._load(loaded)
 
     @property
