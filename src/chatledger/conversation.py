@@ -72,13 +72,46 @@ class _Handle:
     """State and pure helpers shared by both twins."""
 
     _pk: int
-    _info: ConversationInfo
-    _tool_state: str | None
+    _row: ConversationInfo  # the row as last read
+    _state: ops.State  # its running totals, kept current by this handle's own writes
+    _updated_at: datetime
+    _cached_info: ConversationInfo | None
     _config: LedgerConfig
 
     def _load(self, loaded: ops.Loaded) -> ConversationInfo:
-        self._pk, self._info, self._tool_state = loaded.pk, loaded.info, loaded.tool_state
-        return self._info
+        info = loaded.info
+        self._pk, self._row, self._cached_info = loaded.pk, info, info
+        self._updated_at = info.updated_at
+        self._state = ops.State(
+            info.last_seq,
+            info.token_total,
+            info.message_count,
+            info.last_round_seq,
+            info.prefix_seq,
+            loaded.tool_state,
+        )
+        return info
+
+    @property
+    def _info(self) -> ConversationInfo:
+        info = self._cached_info
+        if info is None:
+            st = self._state
+            info = self._cached_info = replace(
+                self._row,
+                last_seq=st.last_seq,
+                token_total=st.token_total,
+                message_count=st.message_count,
+                last_round_seq=st.last_round_seq,
+                prefix_seq=st.prefix_seq,
+                updated_at=self._updated_at,
+                pending_tool_calls=tuple(ToolCallState.from_json(st.tool_state).pending),
+            )
+        return info
+
+    @property
+    def _tool_state(self) -> str | None:
+        return self._state.tool_state
 
     @property
     def id(self) -> str:
@@ -114,20 +147,15 @@ class _Handle:
             return f"owner {self.owner!r}"
         return f"conversation {self.id!r}"
 
+    def _seen(self) -> ops.State:
+        return self._state
+
     def _after_write(self, done: ops.Appended) -> list[StoredMessage]:
         stored = done.stored
-        last = stored[-1]
-        if last.seq > self._info.last_seq:
-            self._tool_state = done.tool_state
-            self._info = replace(
-                self._info,
-                last_seq=last.seq,
-                token_total=last.cumulative_tokens,
-                message_count=self._info.message_count + len(stored),
-                last_round_seq=last.round_seq,
-                updated_at=last.created_at,
-                pending_tool_calls=tuple(ToolCallState.from_json(done.tool_state).pending),
-            )
+        if done.state is not None and done.state.last_seq > self._state.last_seq:
+            self._state = done.state
+            self._updated_at = stored[-1].created_at
+            self._cached_info = None
         return stored
 
     def _update_plan(
@@ -211,7 +239,9 @@ class Conversation(_Handle):
             against: str | Literal[False] | None = self._tool_state if depends else False
             try:
                 with db_errors(), self._ledger.engine.begin() as conn:
-                    done = ops.append(conn, self._pk, counter.profile, against, batch, key)
+                    done = ops.append(
+                        conn, self._pk, counter.profile, against, batch, key, self._seen()
+                    )
             except ops.Stale:
                 self.refresh()
                 continue
@@ -400,7 +430,14 @@ class Conversation(_Handle):
             try:
                 with db_errors(), self._ledger.engine.begin() as conn:
                     done, usage = ops.record_reply(
-                        conn, self._pk, self.counter.profile, against, batch, key, values
+                        conn,
+                        self._pk,
+                        self.counter.profile,
+                        against,
+                        batch,
+                        key,
+                        values,
+                        self._seen(),
                     )
             except ops.Stale:
                 self.refresh()
@@ -533,7 +570,13 @@ class AsyncConversation(_Handle):
                 with db_errors():
                     async with self._ledger.engine.begin() as conn:
                         done = await conn.run_sync(
-                            ops.append, self._pk, counter.profile, against, batch, key
+                            ops.append,
+                            self._pk,
+                            counter.profile,
+                            against,
+                            batch,
+                            key,
+                            self._seen(),
                         )
             except ops.Stale:
                 await self.refresh()
@@ -735,6 +778,7 @@ class AsyncConversation(_Handle):
                             batch,
                             key,
                             values,
+                            self._seen(),
                         )
             except ops.Stale:
                 await self.refresh()

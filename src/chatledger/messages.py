@@ -56,6 +56,7 @@ _PART_TYPES: dict[str, tuple[str, ...]] = {
     "tool": ("text",),
     "function": (),
 }
+_PLAIN_ROLES = frozenset({"system", "developer", "user", "assistant"})
 _IMAGE_DETAILS = ("auto", "low", "high")
 _AUDIO_FORMATS = ("wav", "mp3")
 
@@ -369,6 +370,11 @@ def validate_message(message: object, *, index: int | None = None) -> dict[str, 
 def _normalize(
     message: object, index: int | None, problems: list[Problem]
 ) -> dict[str, Any] | None:
+    if type(message) is dict and len(message) == 2:
+        # the common {"role", "content": str} message, checked without the general walk
+        role, content = message.get("role"), message.get("content")
+        if type(content) is str and role in _PLAIN_ROLES and _text_problem(content) is None:
+            return {"role": role, "content": content}
     try:
         raw = to_api_dict(message)
     except InvalidMessageError as exc:

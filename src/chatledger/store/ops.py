@@ -49,6 +49,7 @@ __all__ = [
     "Prepared",
     "Snapshot",
     "Stale",
+    "State",
     "append",
     "create_conversation",
     "delete_conversation",
@@ -110,12 +111,26 @@ class Stale(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class State:
+    """A conversation's running state as a handle last saw it (the row's append columns)."""
+
+    last_seq: int
+    token_total: int
+    message_count: int
+    last_round_seq: int
+    prefix_seq: int
+    tool_state: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Appended:
     """What an append stored, and the conversation's tool state after it."""
 
     stored: list[StoredMessage]
     tool_state: str | None
     replayed: bool = False
+    #: the conversation's state right after this write (None for a replay)
+    state: State | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -314,61 +329,60 @@ def _replay(
     return stored
 
 
-def append(
-    conn: Connection,
-    pk: int,
-    profile: str,
-    counted_against: str | Literal[False] | None,
-    batch: Sequence[Prepared],
-    key: str | None,
-) -> Appended:
-    """Append messages under the conversation lock: seq, totals and pairing checked together.
+_c = conversations.c
+_LOCK = (
+    update(conversations).where(_c.pk == bindparam("p_pk")).values(updated_at=bindparam("p_now"))
+)
+_STATE = select(
+    _c.model,
+    _c.token_profile,
+    _c.last_seq,
+    _c.token_total,
+    _c.message_count,
+    _c.last_round_seq,
+    _c.prefix_seq,
+    _c.tool_state,
+).where(_c.pk == bindparam("p_pk"))
+_INSERT_MESSAGES = insert(messages)
+_SET_STATE = (
+    update(conversations)
+    .where(_c.pk == bindparam("p_pk"))
+    .values(
+        last_seq=bindparam("n_last_seq"),
+        token_total=bindparam("n_token_total"),
+        message_count=bindparam("n_message_count"),
+        last_round_seq=bindparam("n_last_round_seq"),
+        prefix_seq=bindparam("n_prefix_seq"),
+        tool_state=bindparam("n_tool_state"),
+        updated_at=bindparam("p_now"),
+    )
+)
+# the same, only if nothing was appended (and the model not changed) since the handle read it
+_SET_STATE_IF = _SET_STATE.where(
+    _c.last_seq == bindparam("p_last_seq"), _c.token_profile == bindparam("p_profile")
+)
 
-    ``counted_against`` is the tool state the batch's tool results were counted with, or
-    False when no count depended on it. Raises :class:`Stale` when the model or that state
-    changed since, :class:`InvalidMessageError` when the messages do not continue the
-    conversation (nothing is written then).
-    """
+
+@dataclass(slots=True)
+class _Planned:
+    rows: list[dict[str, Any]]
+    stored: list[StoredMessage]
+    state: dict[str, Any]
+    problems: list[Problem]
+
+
+def _plan(pk: int, before: State, batch: Sequence[Prepared], key: str | None) -> _Planned:
+    """Seqs, running totals, rounds and pairing for ``batch`` after ``before``: no I/O."""
     now = utcnow()
-    locked = conn.execute(
-        update(conversations).where(conversations.c.pk == pk).values(updated_at=now)
-    )
-    if locked.rowcount == 0:
-        raise ConversationNotFoundError(str(pk))
-    conv = conn.execute(
-        select(
-            conversations.c.model,
-            conversations.c.token_profile,
-            conversations.c.last_seq,
-            conversations.c.token_total,
-            conversations.c.message_count,
-            conversations.c.last_round_seq,
-            conversations.c.prefix_seq,
-            conversations.c.tool_state,
-        ).where(conversations.c.pk == pk)
-    ).one()
-    if conv.token_profile != profile or (
-        counted_against is not False and conv.tool_state != counted_against
-    ):
-        raise Stale()
-    if key is not None:
-        replayed = _replay(conn, pk, key, batch)
-        if replayed is not None:
-            return Appended(replayed, conv.tool_state, replayed=True)
-
-    state = ToolCallState.from_json(conv.tool_state)
+    tools = ToolCallState.from_json(before.tool_state)
     problems: list[Problem] = []
-    seq, cum, round_seq, prefix_seq = (
-        conv.last_seq,
-        conv.token_total,
-        conv.last_round_seq,
-        conv.prefix_seq,
-    )
+    seq, cum = before.last_seq, before.token_total
+    round_seq, prefix_seq = before.last_round_seq, before.prefix_seq
     rows: list[dict[str, Any]] = []
     out: list[StoredMessage] = []
     for i, p in enumerate(batch):
         role = p.message["role"]
-        state.feed(p.message, i, problems, seq + 1)
+        tools.feed(p.message, i, problems, seq + 1)
         seq += 1
         cum += p.tokens
         if role == "user":
@@ -405,24 +419,89 @@ def append(
                 idempotency_key=ikey,
             )
         )
-    if problems:
-        raise InvalidMessageError(problems)
-    if rows:
-        conn.execute(insert(messages), rows)
-    tool_state = state.to_json()
-    conn.execute(
-        update(conversations)
-        .where(conversations.c.pk == pk)
-        .values(
-            last_seq=seq,
-            token_total=cum,
-            message_count=conv.message_count + len(rows),
-            last_round_seq=round_seq,
-            prefix_seq=prefix_seq,
-            tool_state=tool_state,
-        )
+    state = {
+        "p_pk": pk,
+        "p_now": now,
+        "n_last_seq": seq,
+        "n_token_total": cum,
+        "n_message_count": before.message_count + len(rows),
+        "n_last_round_seq": round_seq,
+        "n_prefix_seq": prefix_seq,
+        "n_tool_state": tools.to_json(),
+    }
+    return _Planned(rows, out, state, problems)
+
+
+def append(
+    conn: Connection,
+    pk: int,
+    profile: str,
+    counted_against: str | Literal[False] | None,
+    batch: Sequence[Prepared],
+    key: str | None,
+    seen: State | None = None,
+) -> Appended:
+    """Append messages under the conversation lock: seq, totals and pairing checked together.
+
+    With ``seen`` (the state the handle last read) and no idempotency key, the write is one
+    conditional ``UPDATE`` of the conversation row (it both takes the lock and proves nothing
+    changed) and one ``INSERT``. Otherwise, or when that condition fails, the row is locked
+    and read first. ``counted_against`` is the tool state the batch's tool results were
+    counted with, or False when no count depended on it. Raises :class:`Stale` when the model
+    or that state changed since, :class:`InvalidMessageError` when the messages do not
+    continue the conversation (nothing is written then).
+    """
+    if seen is not None and key is None and batch:
+        planned = _plan(pk, seen, batch, key)
+        if not planned.problems:
+            done = conn.execute(
+                _SET_STATE_IF,
+                {**planned.state, "p_last_seq": seen.last_seq, "p_profile": profile},
+            )
+            if done.rowcount == 1:
+                conn.execute(_INSERT_MESSAGES, planned.rows)
+                return _appended(planned)
+        # stale or refused on what the handle saw: decide on the row itself
+    locked = conn.execute(_LOCK, {"p_pk": pk, "p_now": utcnow()})
+    if locked.rowcount == 0:
+        raise ConversationNotFoundError(str(pk))
+    conv = conn.execute(_STATE, {"p_pk": pk}).one()
+    if conv.token_profile != profile or (
+        counted_against is not False and conv.tool_state != counted_against
+    ):
+        raise Stale()
+    if key is not None:
+        replayed = _replay(conn, pk, key, batch)
+        if replayed is not None:
+            return Appended(replayed, conv.tool_state, replayed=True)
+    before = State(
+        conv.last_seq,
+        conv.token_total,
+        conv.message_count,
+        conv.last_round_seq,
+        conv.prefix_seq,
+        conv.tool_state,
     )
-    return Appended(out, tool_state)
+    planned = _plan(pk, before, batch, key)
+    if planned.problems:
+        raise InvalidMessageError(planned.problems)
+    if planned.rows:
+        conn.execute(_INSERT_MESSAGES, planned.rows)
+    conn.execute(_SET_STATE, planned.state)
+    return _appended(planned)
+
+
+def _appended(planned: _Planned) -> Appended:
+    st = planned.state
+    after = State(
+        st["n_last_seq"],
+        st["n_token_total"],
+        st["n_message_count"],
+        st["n_last_round_seq"],
+        st["n_prefix_seq"],
+        st["n_tool_state"],
+    )
+    return Appended(planned.stored, st["n_tool_state"], state=after)
 
 
 def read_records(
@@ -675,10 +754,11 @@ def record_reply(
     batch: Sequence[Prepared],
     key: str | None,
     usage: dict[str, Any],
+    seen: State | None = None,
 ) -> tuple[Appended | None, UsageRecord]:
     """Store a reply's message and its usage row in one transaction (idempotent by ``key``)."""
     if batch:
-        done: Appended | None = append(conn, pk, profile, counted_against, batch, key)
+        done: Appended | None = append(conn, pk, profile, counted_against, batch, key, seen)
         assert done is not None
         seq: int | None = done.stored[-1].seq
     else:
