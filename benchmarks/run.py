@@ -16,7 +16,6 @@ import gc
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,9 +29,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import workload  # noqa: E402
-
 import chatledger as cl  # noqa: E402
+import workload  # noqa: E402
 
 BUDGET = 8000
 MODEL = "gpt-4o"
@@ -251,49 +249,55 @@ def bench_peers(backend: str, n: int, reps: int, tmp: Path, rows: list[Row]) -> 
             continue
         path = str(tmp / f"{peer.name}-{n}.db") if backend == "sqlite" else PG_URL
         try:
-            peer.setup(path, history)
-            w = peer.window(BUDGET)
-            ok, why = workload.is_correct_window(w, history, BUDGET, MODEL)
-            verdict = "correct" if ok else f"WRONG: {why}"
-            rows.append(
-                Row(
-                    backend,
-                    n,
-                    peer.name,
-                    "window (warm)",
-                    median_time(lambda: peer.window(BUDGET), reps),
-                    verdict,
-                )
-            )
-
-            def cold() -> None:
-                peer.open()
-                peer.window(BUDGET)
-
-            rows.append(Row(backend, n, peer.name, "window (cold)", median_time(cold, reps)))
-            rows.append(
-                Row(
-                    backend,
-                    n,
-                    peer.name,
-                    "append",
-                    median_time(
-                        lambda: peer.append({"role": "user", "content": "one more question?"}),
-                        reps * 2,
-                    ),
-                )
-            )
-
-            def turn() -> None:
-                peer.append({"role": "user", "content": "one more question about the trip?"})
-                peer.window(BUDGET)
-                peer.append({"role": "assistant", "content": "one more answer about the trip."})
-
-            rows.append(Row(backend, n, peer.name, "full turn", median_time(turn, reps)))
+            _bench_peer(peer, path, history, backend, n, reps, rows)
         except Exception as exc:  # report, do not hide
             rows.append(Row(backend, n, peer.name, "error", None, f"{type(exc).__name__}: {exc}"))
         finally:
             peer.close()
+
+
+def _bench_peer(
+    peer: Any,
+    path: str,
+    history: list[dict[str, Any]],
+    backend: str,
+    n: int,
+    reps: int,
+    rows: list[Row],
+) -> None:
+    peer.setup(path, history)
+    w = peer.window(BUDGET)
+    ok, why = workload.is_correct_window(w, history, BUDGET, MODEL)
+    verdict = "correct" if ok else f"WRONG: {why}"
+    rows.append(
+        Row(
+            backend,
+            n,
+            peer.name,
+            "window (warm)",
+            median_time(lambda: peer.window(BUDGET), reps),
+            verdict,
+        )
+    )
+
+    def cold() -> None:
+        peer.open()
+        peer.window(BUDGET)
+
+    rows.append(Row(backend, n, peer.name, "window (cold)", median_time(cold, reps)))
+
+    def append() -> None:
+        peer.append({"role": "user", "content": "one more question about the trip?"})
+        peer.append({"role": "assistant", "content": "one more answer about the trip."})
+
+    rows.append(Row(backend, n, peer.name, "append", median_time(append, reps * 2) / 2))
+
+    def turn() -> None:
+        peer.append({"role": "user", "content": "one more question about the trip?"})
+        peer.window(BUDGET)
+        peer.append({"role": "assistant", "content": "one more answer about the trip."})
+
+    rows.append(Row(backend, n, peer.name, "full turn", median_time(turn, reps)))
 
 
 def fmt(seconds: float | None) -> str:

@@ -13,11 +13,49 @@ from collections.abc import Iterator
 from typing import Any
 
 SYSTEM = "You are a helpful assistant for a travel agency. Be precise and brief."
-_WORDS = (
-    "the trip hotel flight museum train budget day night city river park dinner breakfast "
-    "ticket booking price guide tour walk beach mountain weather rain sun morning evening "
-    "family friends quiet busy old new famous local market coffee tea wine bread cheese"
-).split()
+_WORDS = [
+    "the",
+    "trip",
+    "hotel",
+    "flight",
+    "museum",
+    "train",
+    "budget",
+    "day",
+    "night",
+    "city",
+    "river",
+    "park",
+    "dinner",
+    "breakfast",
+    "ticket",
+    "booking",
+    "price",
+    "guide",
+    "tour",
+    "walk",
+    "beach",
+    "mountain",
+    "weather",
+    "rain",
+    "sun",
+    "morning",
+    "evening",
+    "family",
+    "friends",
+    "quiet",
+    "busy",
+    "old",
+    "new",
+    "famous",
+    "local",
+    "market",
+    "coffee",
+    "tea",
+    "wine",
+    "bread",
+    "cheese",
+]
 
 
 def _text(rng: random.Random, tokens: int) -> str:
