@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chatledger._core import DEFAULT_MAX_MESSAGE_BYTES, LedgerConfig, check_id
 from chatledger.budgets import Budget
 from chatledger.conversation import AsyncConversation, Conversation, db_errors
+from chatledger.encryption import PLAIN, Codec
 from chatledger.errors import ConversationExistsError, InvalidArgumentError
 from chatledger.pricing import PriceTable
 from chatledger.records import ConversationInfo, UsageTotals
@@ -35,6 +36,20 @@ DEFAULT_MODEL = "gpt-4o"
 def _check_owner(owner: str | None) -> None:
     if owner is not None:
         check_id(owner, "owner")
+
+
+def _check_codec(encryption: Codec | None) -> Codec:
+    if encryption is None:
+        return PLAIN
+    if not isinstance(encryption, Codec):
+        raise InvalidArgumentError("encryption", "must be a chatledger.Encryption")
+    return encryption
+
+
+def _check_age(older_than: timedelta) -> datetime:
+    if not isinstance(older_than, timedelta) or older_than <= timedelta(0):
+        raise InvalidArgumentError("older_than", "must be a positive timedelta")
+    return ops.utcnow() - older_than
 
 
 def _check_page(limit: int, offset: int) -> None:
@@ -68,6 +83,8 @@ class Ledger:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         prices: PriceTable | None = None,
         budgets: Sequence[Budget] = (),
+        encryption: Codec | None = None,
+        lock_timeout: float = 30.0,
         **engine_options: Any,
     ) -> None:
         self._config = LedgerConfig(
@@ -77,10 +94,16 @@ class Ledger:
             tuple(budgets),
         )
         self._config.check_model(default_model)
+        codec = _check_codec(encryption)
         if isinstance(url, Engine):
-            self._engine, self._owns_engine = url, False
+            base, self._owns_engine = url, False
         else:
-            self._engine, self._owns_engine = make_sync_engine(url, **engine_options), True
+            base = make_sync_engine(url, lock_timeout=lock_timeout, **engine_options)
+            self._owns_engine = True
+        self._base_engine = base
+        # the codec travels with every connection of this ledger, to the statements that
+        # read and write content (and to no other ledger sharing the same pool)
+        self._engine = base.execution_options(chatledger_codec=codec)
         self._create = create_tables
         self._ready = False
         self._ready_lock = threading.Lock()
@@ -186,6 +209,28 @@ class Ledger:
         with db_errors(), self.engine.begin() as conn:
             return ops.delete_owner(conn, owner)
 
+    def delete_idle(self, older_than: timedelta, *, owner: str | None = None) -> int:
+        """Delete conversations with no activity for ``older_than`` (a retention policy);
+        returns how many."""
+        _check_owner(owner)
+        cutoff = _check_age(older_than)
+        with db_errors(), self.engine.begin() as conn:
+            return ops.delete_idle(conn, cutoff, owner)
+
+    def rotate_encryption(self, *, batch: int = 500) -> int:
+        """Re-encrypt every stored value with the newest key (and encrypt values written
+        before encryption was on); returns how many values were rewritten."""
+        done = 0
+        for table in ops.ENCRYPTED_TABLES:
+            after = None
+            while True:
+                with db_errors(), self.engine.begin() as conn:
+                    n, after = ops.rotate_batch(conn, table, after, batch)
+                done += n
+                if n < batch:
+                    break
+        return done
+
     @property
     def prices(self) -> PriceTable:
         """The price table costs are computed with."""
@@ -208,7 +253,7 @@ class Ledger:
     def close(self) -> None:
         """Release the connections of an engine the ledger created (not of one passed in)."""
         if self._owns_engine:
-            self._engine.dispose()
+            self._base_engine.dispose()
 
     def __enter__(self) -> Self:
         return self
@@ -241,6 +286,8 @@ class AsyncLedger:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         prices: PriceTable | None = None,
         budgets: Sequence[Budget] = (),
+        encryption: Codec | None = None,
+        lock_timeout: float = 30.0,
         **engine_options: Any,
     ) -> None:
         self._config = LedgerConfig(
@@ -250,10 +297,16 @@ class AsyncLedger:
             tuple(budgets),
         )
         self._config.check_model(default_model)
+        codec = _check_codec(encryption)
         if isinstance(url, AsyncEngine):
-            self._engine, self._owns_engine = url, False
+            base, self._owns_engine = url, False
         else:
-            self._engine, self._owns_engine = make_async_engine(url, **engine_options), True
+            base = make_async_engine(url, lock_timeout=lock_timeout, **engine_options)
+            self._owns_engine = True
+        self._base_engine = base
+        # the codec travels with every connection of this ledger, to the statements that
+        # read and write content (and to no other ledger sharing the same pool)
+        self._engine = base.execution_options(chatledger_codec=codec)
         self._create = create_tables
         self._ready = False
         self._ready_lock: asyncio.Lock | None = None
@@ -363,6 +416,30 @@ class AsyncLedger:
             async with self._engine.begin() as conn:
                 return await conn.run_sync(ops.delete_owner, owner)
 
+    async def delete_idle(self, older_than: timedelta, *, owner: str | None = None) -> int:
+        """Delete conversations with no activity for ``older_than``; returns how many."""
+        _check_owner(owner)
+        cutoff = _check_age(older_than)
+        await self._ensure_schema()
+        with db_errors():
+            async with self._engine.begin() as conn:
+                return await conn.run_sync(ops.delete_idle, cutoff, owner)
+
+    async def rotate_encryption(self, *, batch: int = 500) -> int:
+        """Re-encrypt every stored value with the newest key; returns how many."""
+        await self._ensure_schema()
+        done = 0
+        for table in ops.ENCRYPTED_TABLES:
+            after = None
+            while True:
+                with db_errors():
+                    async with self._engine.begin() as conn:
+                        n, after = await conn.run_sync(ops.rotate_batch, table, after, batch)
+                done += n
+                if n < batch:
+                    break
+        return done
+
     @property
     def prices(self) -> PriceTable:
         """The price table costs are computed with."""
@@ -385,7 +462,7 @@ class AsyncLedger:
     async def close(self) -> None:
         """Release the connections of an engine the ledger created (not of one passed in)."""
         if self._owns_engine:
-            await self._engine.dispose()
+            await self._base_engine.dispose()
 
     async def __aenter__(self) -> Self:
         return self

@@ -46,11 +46,11 @@ def _is_memory(u: URL) -> bool:
     return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
 
 
-def _engine_options(u: URL, options: dict[str, Any]) -> dict[str, Any]:
+def _engine_options(u: URL, options: dict[str, Any], lock_timeout: float) -> dict[str, Any]:
     opts: dict[str, Any] = {"pool_pre_ping": u.get_backend_name() != "sqlite"}
     if u.get_backend_name() == "sqlite":
         # wait for the write lock instead of failing at once when workers overlap
-        opts["connect_args"] = {"timeout": 30.0}
+        opts["connect_args"] = {"timeout": lock_timeout}
         if _is_memory(u):
             opts["poolclass"] = StaticPool
             opts["connect_args"]["check_same_thread"] = False
@@ -74,17 +74,38 @@ def _sqlite_pragmas(engine: Engine, memory: bool) -> None:
             cur.close()
 
 
-def make_sync_engine(url: str | URL, **options: Any) -> Engine:
+def _lock_timeout(engine: Engine, backend: str, seconds: float) -> None:
+    """How long a write waits for another worker's lock before failing with StorageError."""
+    if backend == "postgresql":
+        statement = f"SET lock_timeout = {max(1, int(seconds * 1000))}"
+    elif backend in ("mysql", "mariadb"):
+        statement = f"SET SESSION innodb_lock_wait_timeout = {max(1, round(seconds))}"
+    else:
+        return
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute(statement)
+        finally:
+            cur.close()
+        dbapi_conn.commit()  # a SET inside a transaction that rolls back would be undone
+
+
+def make_sync_engine(url: str | URL, *, lock_timeout: float = 30.0, **options: Any) -> Engine:
     u = resolve_url(url, asynchronous=False)
-    engine = create_engine(u, **_engine_options(u, options))
+    engine = create_engine(u, **_engine_options(u, options, lock_timeout))
     if u.get_backend_name() == "sqlite":
         _sqlite_pragmas(engine, _is_memory(u))
+    _lock_timeout(engine, u.get_backend_name(), lock_timeout)
     return engine
 
 
-def make_async_engine(url: str | URL, **options: Any) -> AsyncEngine:
+def make_async_engine(url: str | URL, *, lock_timeout: float = 30.0, **options: Any) -> AsyncEngine:
     u = resolve_url(url, asynchronous=True)
-    engine = create_async_engine(u, **_engine_options(u, options))
+    engine = create_async_engine(u, **_engine_options(u, options, lock_timeout))
     if u.get_backend_name() == "sqlite":
         _sqlite_pragmas(engine.sync_engine, _is_memory(u))
+    _lock_timeout(engine.sync_engine, u.get_backend_name(), lock_timeout)
     return engine

@@ -18,9 +18,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Row, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    tuple_,
+    update,
+)
 
 from chatledger import tokens as _tokens
+from chatledger.encryption import PLAIN, Codec
 from chatledger.errors import (
     ConversationExistsError,
     ConversationNotFoundError,
@@ -53,6 +65,7 @@ __all__ = [
     "append",
     "create_conversation",
     "delete_conversation",
+    "delete_idle",
     "delete_owner",
     "ensure_schema",
     "find_conversation",
@@ -60,6 +73,7 @@ __all__ = [
     "read_records",
     "record_reply",
     "recount",
+    "rotate_batch",
     "save_summary",
     "update_conversation",
     "usage_records",
@@ -81,6 +95,13 @@ def _aware(dt: datetime) -> datetime:
 
 def _loads(text: str | None) -> Any:
     return None if text is None else json.loads(text)
+
+
+def _codec(conn: Connection) -> Codec:
+    """The ledger's codec (encryption at rest, or none), carried by its engine's options."""
+    codec = conn.get_execution_options().get("chatledger_codec", PLAIN)
+    assert isinstance(codec, Codec)
+    return codec
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +190,7 @@ def ensure_schema(conn: Connection, *, create: bool) -> None:
 # --- conversations ----------------------------------------------------------------------------
 
 
-def _info(row: Row[Any]) -> ConversationInfo:
+def _info(row: Row[Any], codec: Codec = PLAIN) -> ConversationInfo:
     state = ToolCallState.from_json(row.tool_state)
     return ConversationInfo(
         id=row.id,
@@ -177,7 +198,7 @@ def _info(row: Row[Any]) -> ConversationInfo:
         model=row.model,
         encoding=row.encoding,
         title=row.title,
-        metadata=_loads(row.meta),
+        metadata=_loads(codec.decode_opt(row.meta)),
         created_at=_aware(row.created_at),
         updated_at=_aware(row.updated_at),
         message_count=row.message_count,
@@ -189,8 +210,8 @@ def _info(row: Row[Any]) -> ConversationInfo:
     )
 
 
-def _loaded(row: Row[Any]) -> Loaded:
-    return Loaded(row.pk, _info(row), row.tool_state)
+def _loaded(row: Row[Any], codec: Codec = PLAIN) -> Loaded:
+    return Loaded(row.pk, _info(row, codec), row.tool_state)
 
 
 def find_conversation(conn: Connection, conversation_id: str, owner: str | None) -> Loaded:
@@ -198,7 +219,7 @@ def find_conversation(conn: Connection, conversation_id: str, owner: str | None)
     row = conn.execute(select(conversations).where(conversations.c.id == conversation_id)).first()
     if row is None or (owner is not None and row.owner != owner):
         raise ConversationNotFoundError(conversation_id)
-    return _loaded(row)
+    return _loaded(row, _codec(conn))
 
 
 def create_conversation(
@@ -217,7 +238,7 @@ def create_conversation(
             encoding=new.encoding,
             token_profile=new.token_profile,
             title=new.title,
-            meta=new.meta,
+            meta=_codec(conn).encode_opt(new.meta),
             created_at=now,
             updated_at=now,
             message_count=0,
@@ -231,15 +252,21 @@ def create_conversation(
     pk = int(result.inserted_primary_key[0])  # type: ignore[index]
     if first:
         append(conn, pk, new.token_profile, False, first, None)
-    return _loaded(conn.execute(select(conversations).where(conversations.c.pk == pk)).one())
+    return _loaded(
+        conn.execute(select(conversations).where(conversations.c.pk == pk)).one(), _codec(conn)
+    )
 
 
 def update_conversation(conn: Connection, pk: int, values: dict[str, Any]) -> Loaded:
     values = {**values, "updated_at": utcnow()}
+    if values.get("meta") is not None:
+        values["meta"] = _codec(conn).encode(values["meta"])
     n = conn.execute(update(conversations).where(conversations.c.pk == pk).values(**values))
     if n.rowcount == 0:
         raise ConversationNotFoundError(str(pk))
-    return _loaded(conn.execute(select(conversations).where(conversations.c.pk == pk)).one())
+    return _loaded(
+        conn.execute(select(conversations).where(conversations.c.pk == pk)).one(), _codec(conn)
+    )
 
 
 def list_conversations(
@@ -249,7 +276,8 @@ def list_conversations(
     if owner is not None:
         q = q.where(conversations.c.owner == owner)
     q = q.order_by(conversations.c.updated_at.desc(), conversations.c.pk.desc())
-    return [_info(r) for r in conn.execute(q.limit(limit).offset(offset))]
+    codec = _codec(conn)
+    return [_info(r, codec) for r in conn.execute(q.limit(limit).offset(offset))]
 
 
 def _delete_pks(conn: Connection, pks: list[int]) -> int:
@@ -278,17 +306,17 @@ def delete_owner(conn: Connection, owner: str) -> int:
 # --- messages ---------------------------------------------------------------------------------
 
 
-def _record(row: Row[Any]) -> StoredMessage:
+def _record(row: Row[Any], codec: Codec = PLAIN) -> StoredMessage:
     return StoredMessage(
         seq=row.seq,
         role=row.role,
-        message=json.loads(row.data),
+        message=json.loads(codec.decode(row.data)),
         tokens=row.tokens,
         cumulative_tokens=row.cum_tokens,
         round_seq=row.round_seq,
         created_at=_aware(row.created_at),
         status=row.status,
-        metadata=_loads(row.meta),
+        metadata=_loads(codec.decode_opt(row.meta)),
         idempotency_key=row.idempotency_key,
     )
 
@@ -317,7 +345,7 @@ def _replay(
         )
         .order_by(messages.c.seq)
     ).all()
-    stored = [_record(r) for r in rows]
+    stored = [_record(r, _codec(conn)) for r in rows]
     same = len(stored) == len(batch) and all(
         s.idempotency_key == _batch_key(key, i) and s.message == p.message
         for i, (s, p) in enumerate(zip(stored, batch, strict=False))
@@ -371,7 +399,9 @@ class _Planned:
     problems: list[Problem]
 
 
-def _plan(pk: int, before: State, batch: Sequence[Prepared], key: str | None) -> _Planned:
+def _plan(
+    pk: int, before: State, batch: Sequence[Prepared], key: str | None, codec: Codec = PLAIN
+) -> _Planned:
     """Seqs, running totals, rounds and pairing for ``batch`` after ``before``: no I/O."""
     now = utcnow()
     tools = ToolCallState.from_json(before.tool_state)
@@ -395,13 +425,13 @@ def _plan(pk: int, before: State, batch: Sequence[Prepared], key: str | None) ->
                 "conversation_pk": pk,
                 "seq": seq,
                 "role": role,
-                "data": p.data,
+                "data": codec.encode(p.data),
                 "tokens": p.tokens,
                 "cum_tokens": cum,
                 "round_seq": round_seq,
                 "created_at": now,
                 "status": p.status,
-                "meta": p.meta,
+                "meta": codec.encode_opt(p.meta),
                 "idempotency_key": ikey,
             }
         )
@@ -452,7 +482,7 @@ def append(
     continue the conversation (nothing is written then).
     """
     if seen is not None and key is None and batch:
-        planned = _plan(pk, seen, batch, key)
+        planned = _plan(pk, seen, batch, key, _codec(conn))
         if not planned.problems:
             done = conn.execute(
                 _SET_STATE_IF,
@@ -482,7 +512,7 @@ def append(
         conv.prefix_seq,
         conv.tool_state,
     )
-    planned = _plan(pk, before, batch, key)
+    planned = _plan(pk, before, batch, key, _codec(conn))
     if planned.problems:
         raise InvalidMessageError(planned.problems)
     if planned.rows:
@@ -513,6 +543,7 @@ def read_records(
     newest: bool = False,
 ) -> list[StoredMessage]:
     """Messages with ``start <= seq < stop``, oldest first; ``newest`` takes the last ``limit``."""
+    codec = _codec(conn)
     q = select(messages).where(messages.c.conversation_pk == pk)
     if start is not None:
         q = q.where(messages.c.seq >= start)
@@ -522,11 +553,11 @@ def read_records(
         q = q.order_by(messages.c.seq.desc())
         if limit is not None:
             q = q.limit(limit)
-        return [_record(r) for r in reversed(conn.execute(q).all())]
+        return [_record(r, codec) for r in reversed(conn.execute(q).all())]
     q = q.order_by(messages.c.seq)
     if limit is not None:
         q = q.limit(limit)
-    return [_record(r) for r in conn.execute(q)]
+    return [_record(r, codec) for r in conn.execute(q)]
 
 
 def recount(conn: Connection, pk: int, counter: TokenCounter) -> None:
@@ -539,7 +570,8 @@ def recount(conn: Connection, pk: int, counter: TokenCounter) -> None:
     ).all()
     cum = 0
     params = []
-    counts = counter.messages([json.loads(r.data) for r in rows])
+    codec = _codec(conn)
+    counts = counter.messages([json.loads(codec.decode(r.data)) for r in rows])
     for r, tokens in zip(rows, counts, strict=True):
         cum += tokens
         params.append({"p_seq": r.seq, "p_tokens": tokens, "p_cum": cum})
@@ -556,7 +588,7 @@ def recount(conn: Connection, pk: int, counter: TokenCounter) -> None:
         conn.execute(
             update(summaries)
             .where(summaries.c.pk == s.pk)
-            .values(tokens=counter.message({"role": "system", "content": s.text}))
+            .values(tokens=counter.message({"role": "system", "content": codec.decode(s.text)}))
         )
     conn.execute(
         update(conversations)
@@ -578,7 +610,9 @@ def system_text(conn: Connection, pk: int) -> str | None:
         .order_by(messages.c.seq)
         .limit(1)
     ).scalar()
-    return None if data is None else _tokens.system_text([json.loads(data)])
+    if data is None:
+        return None
+    return _tokens.system_text([json.loads(_codec(conn).decode(data))])
 
 
 def count_rows(conn: Connection, pk: int) -> int:
@@ -614,7 +648,8 @@ def window_snapshot(
 ) -> Snapshot:
     """Read what the strategies need: the prefix, the summary and the newest history's
     metadata (seq, role, tokens, round), as far back as ``lookback`` reaches and no further."""
-    loaded = _loaded(conn.execute(select(conversations).where(conversations.c.pk == pk)).one())
+    row = conn.execute(select(conversations).where(conversations.c.pk == pk)).one()
+    loaded = _loaded(row, _codec(conn))
     info = loaded.info
     last, prefix_seq, total = info.last_seq, info.prefix_seq, info.token_total
     prefix = read_records(conn, pk, 1, prefix_seq + 1, None) if prefix_seq else []
@@ -634,7 +669,7 @@ def window_snapshot(
         ).first()
         rows += 1
         if s is not None:
-            summary = (s.upto_seq, s.text)
+            summary = (s.upto_seq, _codec(conn).decode(s.text))
 
     floor = prefix_seq + 1
     if lookback is not None and last > prefix_seq:
@@ -711,13 +746,14 @@ def save_summary(
         .order_by(summaries.c.upto_seq.desc(), summaries.c.pk.desc())
         .limit(1)
     ).first()
+    codec = _codec(conn)
     if newest is not None and newest.upto_seq >= upto_seq:
-        return newest.upto_seq, newest.text
+        return newest.upto_seq, codec.decode(newest.text)
     conn.execute(
         insert(summaries).values(
             conversation_pk=pk,
             upto_seq=upto_seq,
-            text=text,
+            text=codec.encode(text),
             tokens=tokens,
             model=model,
             created_at=utcnow(),
@@ -729,7 +765,7 @@ def save_summary(
 # --- the usage ledger -------------------------------------------------------------------------
 
 
-def _usage_record(row: Row[Any]) -> UsageRecord:
+def _usage_record(row: Row[Any], codec: Codec = PLAIN) -> UsageRecord:
     return UsageRecord(
         message_seq=row.message_seq,
         model=row.model,
@@ -742,7 +778,7 @@ def _usage_record(row: Row[Any]) -> UsageRecord:
         reasoning_tokens=row.reasoning_tokens,
         cost_micros=row.cost_micros,
         created_at=_aware(row.created_at),
-        metadata=_loads(row.meta),
+        metadata=_loads(codec.decode_opt(row.meta)),
     )
 
 
@@ -773,9 +809,10 @@ def record_reply(
             )
         ).first()
         if existing is not None:
-            return done, _usage_record(existing)
+            return done, _usage_record(existing, _codec(conn))
     values = {
         **usage,
+        "meta": _codec(conn).encode_opt(usage.get("meta")),
         "conversation_pk": pk,
         "message_seq": seq,
         "created_at": utcnow(),
@@ -788,7 +825,7 @@ def record_reply(
         .order_by(completions.c.pk.desc())
         .limit(1)
     ).one()
-    return done, _usage_record(row)
+    return done, _usage_record(row, _codec(conn))
 
 
 def usage_records(conn: Connection, pk: int, limit: int | None) -> list[UsageRecord]:
@@ -799,7 +836,8 @@ def usage_records(conn: Connection, pk: int, limit: int | None) -> list[UsageRec
     )
     if limit is not None:
         q = q.limit(limit)
-    return [_usage_record(r) for r in reversed(conn.execute(q).all())]
+    codec = _codec(conn)
+    return [_usage_record(r, codec) for r in reversed(conn.execute(q).all())]
 
 
 def usage_totals(
@@ -832,3 +870,48 @@ def usage_totals(
         q = q.where(c.created_at < until)
     row = conn.execute(q).one()
     return UsageTotals(*(int(v) for v in row))
+
+
+# --- retention and key rotation ---------------------------------------------------------------
+
+
+def delete_idle(conn: Connection, cutoff: datetime, owner: str | None) -> int:
+    """Delete conversations last active before ``cutoff`` (only ``owner``'s when given)."""
+    q = select(conversations.c.pk).where(conversations.c.updated_at < cutoff)
+    if owner is not None:
+        q = q.where(conversations.c.owner == owner)
+    pks = list(conn.execute(q).scalars())
+    deleted = 0
+    for i in range(0, len(pks), 500):
+        deleted += _delete_pks(conn, pks[i : i + 500])
+    return deleted
+
+
+_ENCRYPTED: dict[str, tuple[Table, tuple[str, ...], tuple[str, ...]]] = {
+    "messages": (messages, ("conversation_pk", "seq"), ("data", "meta")),
+    "summaries": (summaries, ("pk",), ("text",)),
+    "completions": (completions, ("pk",), ("meta",)),
+    "conversations": (conversations, ("pk",), ("meta",)),
+}
+ENCRYPTED_TABLES = tuple(_ENCRYPTED)
+
+
+def rotate_batch(
+    conn: Connection, name: str, after: tuple[Any, ...] | None, batch: int
+) -> tuple[int, tuple[Any, ...] | None]:
+    """Re-encrypt the next ``batch`` rows of one table after key ``after``; returns how many
+    rows were read and the key to continue from."""
+    table, keys, cols = _ENCRYPTED[name]
+    key_cols = [table.c[k] for k in keys]
+    q = select(*key_cols, *(table.c[c] for c in cols)).order_by(*key_cols).limit(batch)
+    if after is not None:
+        q = q.where(tuple_(*key_cols) > tuple_(*after))
+    rows = conn.execute(q).all()
+    codec = _codec(conn)
+    for r in rows:
+        values = {c: codec.rotate(getattr(r, c)) for c in cols if getattr(r, c) is not None}
+        if values:
+            cond = [table.c[k] == getattr(r, k) for k in keys]
+            conn.execute(update(table).where(*cond).values(**values))
+    last = tuple(getattr(rows[-1], k) for k in keys) if rows else None
+    return len(rows), last
