@@ -7,6 +7,7 @@ API a ``messages`` array it accepts.
 from chatledger._turns import Estimate, Recorded
 from chatledger.budgets import Budget, Spend
 from chatledger.conversation import AsyncConversation, Conversation
+from chatledger.encryption import DecryptionError, Encryption
 from chatledger.errors import (
     BudgetExceededError,
     ChatLedgerError,
@@ -61,7 +62,9 @@ __all__ = [
     "ConversationInfo",
     "ConversationNotFoundError",
     "Cut",
+    "DecryptionError",
     "EncodingIntegrityError",
+    "Encryption",
     "Entry",
     "Estimate",
     "IdempotencyConflictError",
