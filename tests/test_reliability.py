@@ -305,3 +305,34 @@ def test_crash_between_user_message_and_reply(db_url: str, uid: str) -> None:
         assert w[-1] == {"role": "user", "content": "second, never answered"}
         conv.append({"role": "assistant", "content": "answered by the next worker"})
     check_invariants(db_url, [uid])
+
+
+def test_concurrent_summaries_never_overlap(db_url: str, uid: str) -> None:
+    """Workers building windows at once may each fold rounds; stored summaries never cover the
+    same messages twice, and every window stays valid."""
+    with cl.Ledger(db_url) as led:
+        conv = led.conversation(uid, model="gpt-4o", system="sys")
+        for i in range(30):
+            conv.append({"role": "user", "content": f"question {i} " * 15})
+            conv.append({"role": "assistant", "content": f"answer {i} " * 25})
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            try:
+                handle = led.get(uid)
+                strategy = [
+                    cl.Summarize(lambda p, m: f"{len(m)} folded", trigger=400, keep=200),
+                    cl.TokenBudget(1000),
+                ]
+                for _ in range(3):
+                    cl.validate_messages(handle.window(strategy))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker) for _ in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+    check_invariants(db_url, [uid])
