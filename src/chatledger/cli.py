@@ -387,6 +387,22 @@ def cmd_rm(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db(args: argparse.Namespace) -> int:
+    from chatledger import migrate
+
+    url = _db(args)
+    if args.action == "upgrade":
+        before = migrate.current(url)
+        now = migrate.upgrade(url, args.revision)
+        sys.stdout.write(f"chatledger schema: {before or 'none'} -> {now}\n")
+    else:
+        sys.stdout.write(
+            f"chatledger schema: {migrate.current(url) or 'none'} "
+            f"(this version: {', '.join(migrate.heads())})\n"
+        )
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------------------
 
 
@@ -455,6 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None)
     p.add_argument("--skip-invalid", action="store_true")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("db", help="schema migrations: upgrade, current")
+    p.add_argument("action", choices=["upgrade", "current"])
+    p.add_argument("revision", nargs="?", default="head")
+    p.set_defaults(func=cmd_db)
 
     p = sub.add_parser("rm", help="delete conversations")
     p.add_argument("ids", nargs="*")

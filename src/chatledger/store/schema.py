@@ -20,7 +20,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects import mysql
@@ -43,7 +42,7 @@ metadata = MetaData(
     naming_convention={
         "ix": "ix_%(table_name)s_%(column_0_N_name)s",
         "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
         "pk": "pk_%(table_name)s",
     }
 )
@@ -170,7 +169,14 @@ completions = Table(
     Column("created_at", Timestamp, nullable=False),
     Column("meta", LongText, nullable=True),
     Column("idempotency_key", String(255), nullable=True),
-    UniqueConstraint("conversation_pk", "idempotency_key"),
+    Index(
+        "uq_chatledger_completions_idem",
+        "conversation_pk",
+        "idempotency_key",
+        unique=True,
+        sqlite_where=text("idempotency_key IS NOT NULL"),
+        postgresql_where=text("idempotency_key IS NOT NULL"),
+    ),
     Index("ix_chatledger_completions_conv", "conversation_pk", "created_at"),
     **_MYSQL,
 )

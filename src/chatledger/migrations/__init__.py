@@ -1,0 +1,1 @@
+"""Alembic migrations for chatledger's tables (run them with ``chatledger db upgrade``)."""
