@@ -147,8 +147,42 @@ class _Handle:
             return f"owner {self.owner!r}"
         return f"conversation {self.id!r}"
 
+    @property
+    def counter(self) -> TokenCounter:
+        """The token counter for this conversation's model."""
+        return self._config.counter(self.model)
+
     def _seen(self) -> ops.State:
         return self._state
+
+    def _append_args(
+        self,
+        items: Sequence[object],
+        metas: Sequence[Mapping[str, Any] | None] | None,
+        status: str | None,
+        key: str | None,
+    ) -> tuple[Any, ...]:
+        """Check, serialise and count a batch: the arguments of ``ops.append`` after the
+        connection, the same for both twins."""
+        counter = self._config.counter(self.model)
+        batch, depends = self._config.prepare(items, counter, metas, status, self._tool_state)
+        against: str | Literal[False] | None = self._tool_state if depends else False
+        return self._pk, counter.profile, against, batch, key, self._seen()
+
+    def _record_args(
+        self,
+        reply: Any,
+        metadata: Mapping[str, Any] | None,
+        key: str | None,
+        values: dict[str, Any],
+    ) -> tuple[Any, ...]:
+        """The arguments of ``ops.record_reply`` after the connection."""
+        if reply.message is None:
+            return self._pk, self.counter.profile, False, [], key, values, self._seen()
+        pk, profile, against, batch, key, seen = self._append_args(
+            [reply.message], [metadata], reply.status, key
+        )
+        return pk, profile, against, batch, key, values, seen
 
     def _after_write(self, done: ops.Appended) -> list[StoredMessage]:
         stored = done.stored
@@ -201,11 +235,6 @@ class Conversation(_Handle):
         self._config = ledger._config
         self._load(loaded)
 
-    @property
-    def counter(self) -> TokenCounter:
-        """The token counter for this conversation's model."""
-        return self._ledger._config.counter(self.model)
-
     def append(
         self,
         message: object,
@@ -232,16 +261,11 @@ class Conversation(_Handle):
         _check_key(key)
         if not items:
             return []
-        config = self._ledger._config
         for _ in range(_MAX_APPEND_RETRIES):
-            counter = config.counter(self.model)
-            batch, depends = config.prepare(items, counter, metas, status, self._tool_state)
-            against: str | Literal[False] | None = self._tool_state if depends else False
+            args = self._append_args(items, metas, status, key)
             try:
                 with db_errors(), self._ledger.engine.begin() as conn:
-                    done = ops.append(
-                        conn, self._pk, counter.profile, against, batch, key, self._seen()
-                    )
+                    done = ops.append(conn, *args)
             except ops.Stale:
                 self.refresh()
                 continue
@@ -420,25 +444,10 @@ class Conversation(_Handle):
         config = self._ledger._config
         values = _turns.usage_values(config, reply, self.model)
         for _ in range(_MAX_APPEND_RETRIES):
-            batch: list[ops.Prepared] = []
-            depends = False
-            if reply.message is not None:
-                batch, depends = config.prepare(
-                    [reply.message], self.counter, [metadata], reply.status, self._tool_state
-                )
-            against: str | Literal[False] | None = self._tool_state if depends else False
+            args = self._record_args(reply, metadata, key, values)
             try:
                 with db_errors(), self._ledger.engine.begin() as conn:
-                    done, usage = ops.record_reply(
-                        conn,
-                        self._pk,
-                        self.counter.profile,
-                        against,
-                        batch,
-                        key,
-                        values,
-                        self._seen(),
-                    )
+                    done, usage = ops.record_reply(conn, *args)
             except ops.Stale:
                 self.refresh()
                 continue
@@ -531,10 +540,6 @@ class AsyncConversation(_Handle):
         self._config = ledger._config
         self._load(loaded)
 
-    @property
-    def counter(self) -> TokenCounter:
-        return self._ledger._config.counter(self.model)
-
     async def append(
         self,
         message: object,
@@ -561,23 +566,12 @@ class AsyncConversation(_Handle):
         _check_key(key)
         if not items:
             return []
-        config = self._ledger._config
         for _ in range(_MAX_APPEND_RETRIES):
-            counter = config.counter(self.model)
-            batch, depends = config.prepare(items, counter, metas, status, self._tool_state)
-            against: str | Literal[False] | None = self._tool_state if depends else False
+            args = self._append_args(items, metas, status, key)
             try:
                 with db_errors():
                     async with self._ledger.engine.begin() as conn:
-                        done = await conn.run_sync(
-                            ops.append,
-                            self._pk,
-                            counter.profile,
-                            against,
-                            batch,
-                            key,
-                            self._seen(),
-                        )
+                        done = await conn.run_sync(ops.append, *args)
             except ops.Stale:
                 await self.refresh()
                 continue
@@ -760,26 +754,11 @@ class AsyncConversation(_Handle):
         config = self._ledger._config
         values = _turns.usage_values(config, reply, self.model)
         for _ in range(_MAX_APPEND_RETRIES):
-            batch: list[ops.Prepared] = []
-            depends = False
-            if reply.message is not None:
-                batch, depends = config.prepare(
-                    [reply.message], self.counter, [metadata], reply.status, self._tool_state
-                )
-            against: str | Literal[False] | None = self._tool_state if depends else False
+            args = self._record_args(reply, metadata, key, values)
             try:
                 with db_errors():
                     async with self._ledger.engine.begin() as conn:
-                        done, usage = await conn.run_sync(
-                            ops.record_reply,
-                            self._pk,
-                            self.counter.profile,
-                            against,
-                            batch,
-                            key,
-                            values,
-                            self._seen(),
-                        )
+                        done, usage = await conn.run_sync(ops.record_reply, *args)
             except ops.Stale:
                 await self.refresh()
                 continue
