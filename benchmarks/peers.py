@@ -331,8 +331,7 @@ def _to_agents_items(m: dict[str, Any]) -> list[dict[str, Any]]:
             {"role": "assistant", "content": m.get("content"), "tool_calls": m.get("tool_calls")}
         )
         return [
-            item.model_dump(exclude_unset=True)
-            for item in Converter.message_to_output_items(reply)
+            item.model_dump(exclude_unset=True) for item in Converter.message_to_output_items(reply)
         ]
     if role == "tool":
         return [
