@@ -354,3 +354,30 @@ def test_bad_arguments(ledger: cl.Ledger) -> None:
         ledger.conversation("fine-id-x", model="")
     with pytest.raises(cl.InvalidArgumentError, match="limit"):
         ledger.conversations(limit=0)
+
+
+def test_stale_handle_after_delete_never_reaches_another_conversation(
+    ledger: cl.Ledger, uid: str
+) -> None:
+    alice = ledger.conversation(f"a-{uid}", owner="alice")
+    alice.append({"role": "user", "content": "alice's"})
+    ledger.delete(alice.id)
+    bob = ledger.conversation(f"b-{uid}", owner="bob")  # may be given the freed key
+    bob.append({"role": "user", "content": "bob secret"})
+    assert bob._pk != alice._pk
+    with pytest.raises(cl.ConversationNotFoundError):
+        alice.append({"role": "user", "content": "into the void"})
+    assert alice.messages() == []
+    assert bob.messages() == [{"role": "user", "content": "bob secret"}]
+
+
+def test_extend_with_metadata_per_message(ledger: cl.Ledger, uid: str) -> None:
+    conv = ledger.conversation(uid)
+    stored = conv.extend(
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+        metadata=[{"ui": 1}, None],
+    )
+    assert [s.metadata for s in stored] == [{"ui": 1}, None]
+    assert [r.metadata for r in conv.records()] == [{"ui": 1}, None]
+    with pytest.raises(cl.InvalidArgumentError, match="one entry"):
+        conv.extend([{"role": "user", "content": "c"}], metadata=[None, None])

@@ -291,3 +291,9 @@ def test_explain_is_readable(conv: cl.Conversation) -> None:
     for word in ("prefix", "summary", "kept", "TokenBudget(800", "prompt tokens"):
         assert word in text
     assert w.prefix.count == 2 and w.kept.last == conv.refresh().last_seq
+
+
+def test_window_records_match_messages(conv: cl.Conversation) -> None:
+    w = conv.window(cl.TokenBudget(600), explain=True)
+    assert [r.message for r in w.records] == w.messages
+    assert w.records[-1].seq == conv.refresh().last_seq

@@ -5,6 +5,7 @@ API a ``messages`` array it accepts.
 """
 
 from chatledger._turns import Estimate, Recorded
+from chatledger.anthropic import anthropic_tools, to_anthropic
 from chatledger.budgets import Budget, Spend
 from chatledger.conversation import AsyncConversation, Conversation
 from chatledger.encryption import DecryptionError, Encryption
@@ -99,9 +100,11 @@ __all__ = [
     "Window",
     "WindowView",
     "__version__",
+    "anthropic_tools",
     "count_tokens",
     "encoding_for_model",
     "render_transcript",
+    "to_anthropic",
     "to_api_dict",
     "validate_message",
     "validate_messages",

@@ -136,6 +136,7 @@ class WindowJob:
             kept=Span.of(plan.start, info.last_seq, tail_tokens),
             steps=tuple(plan.steps),
             rows_read=rows_read,
+            records=(*snap.prefix, *tail),
         )
 
 

@@ -64,6 +64,18 @@ def _check_key(key: str | None) -> None:
         raise InvalidArgumentError("idempotency_key", "must be a string of 1-200 characters")
 
 
+def _metas(
+    items: Sequence[object], metadata: Sequence[Mapping[str, Any] | None] | None
+) -> Sequence[Mapping[str, Any] | None] | None:
+    if metadata is None:
+        return None
+    if isinstance(metadata, Mapping) or len(metadata) != len(items):
+        raise InvalidArgumentError(
+            "metadata", f"must hold one entry (or None) per message: {len(items)} here"
+        )
+    return metadata
+
+
 def _model_name(model: object) -> str | None:
     return model[:128] if isinstance(model, str) else None
 
@@ -246,10 +258,16 @@ class Conversation(_Handle):
         return self._write([message], [metadata], idempotency_key)[0]
 
     def extend(
-        self, messages: Iterable[object], *, idempotency_key: str | None = None
+        self,
+        messages: Iterable[object],
+        *,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        idempotency_key: str | None = None,
     ) -> list[StoredMessage]:
-        """Store several messages atomically: all of them, in order, or none."""
-        return self._write(list(messages), None, idempotency_key)
+        """Store several messages atomically: all of them, in order, or none. ``metadata``,
+        when given, holds one entry (or None) per message."""
+        items = list(messages)
+        return self._write(items, _metas(items, metadata), idempotency_key)
 
     def _write(
         self,
@@ -551,10 +569,15 @@ class AsyncConversation(_Handle):
         return (await self._write([message], [metadata], idempotency_key))[0]
 
     async def extend(
-        self, messages: Iterable[object], *, idempotency_key: str | None = None
+        self,
+        messages: Iterable[object],
+        *,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        idempotency_key: str | None = None,
     ) -> list[StoredMessage]:
-        """Store several messages atomically: all of them, in order, or none."""
-        return await self._write(list(messages), None, idempotency_key)
+        """Store several messages atomically (see :meth:`Conversation.extend`)."""
+        items = list(messages)
+        return await self._write(items, _metas(items, metadata), idempotency_key)
 
     async def _write(
         self,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from chatledger.errors import ChatLedgerError, InvalidArgumentError
+from chatledger.records import StoredMessage
 from chatledger.strategies.base import Cut, Lookback, Strategy, WindowView
 from chatledger.strategies.summarize import Summarize
 from chatledger.strategies.token_budget import TokenBudget
@@ -189,6 +190,9 @@ class Window:
     kept: Span
     steps: tuple[str, ...]
     rows_read: int
+    #: the stored messages the window carries (prefix and kept tail, not the summary), with
+    #: their seqs, counts and metadata
+    records: tuple[StoredMessage, ...] = ()
 
     def __str__(self) -> str:
         budget = "no budget" if self.allowed is None else f"allowed {self.allowed}"

@@ -84,6 +84,9 @@ conversations = Table(
     Column("prefix_seq", Integer, nullable=False, default=0),
     # tool calls still awaiting results, as JSON (see messages.ToolCallState)
     Column("tool_state", Text, nullable=True),
+    # SQLite would hand a deleted conversation's key to the next one: a handle kept across a
+    # delete must never reach another conversation
+    sqlite_autoincrement=True,
     **_MYSQL,
 )
 

@@ -49,6 +49,7 @@ def upgrade() -> None:
         sa.Column("tool_state", sa.Text, nullable=True),
         sa.PrimaryKeyConstraint("pk", name="pk_chatledger_conversations"),
         sa.UniqueConstraint("id", name="uq_chatledger_conversations_id"),
+        sqlite_autoincrement=True,
         **MYSQL,
     )
     op.create_index("ix_chatledger_conversations_owner", "chatledger_conversations", ["owner"])

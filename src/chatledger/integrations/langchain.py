@@ -1,0 +1,325 @@
+"""LangChain chat message history stored in chatledger.
+
+:class:`ChatledgerHistory` is a ``BaseChatMessageHistory``, so it plugs into
+``RunnableWithMessageHistory`` and anything else that takes one::
+
+    from chatledger.integrations.langchain import ChatledgerHistory
+
+    ledger = cl.Ledger("postgresql://...")
+    chain = RunnableWithMessageHistory(
+        model,
+        lambda session_id: ChatledgerHistory(
+            ledger, session_id, owner=user_id, strategy=cl.TokenBudget(8000)
+        ),
+    )
+
+Messages are converted with ``langchain_core``'s own converters
+(``convert_to_openai_messages`` on the way in, ``convert_to_messages`` on the way out) and
+stored as chatledger's validated OpenAI-format messages, so the same conversation can be
+windowed, counted, exported or continued with ``conv.chat`` outside LangChain. What the
+OpenAI format cannot carry is kept in each stored message's ``metadata["langchain"]``: the
+message ``id``, a ``ToolMessage``'s ``name`` and its ``status`` when it is ``"error"``.
+Other LangChain-only fields (``response_metadata``, ``usage_metadata``, a tool message's
+``artifact``, ``additional_kwargs`` other than ``refusal``) are not stored, and reasoning /
+thinking content blocks of an ``AIMessage`` are dropped: Chat Completions does not take them
+back. Anything else the API would refuse (an unknown role, a ``name`` with spaces, a tool
+message answering no tool call) raises chatledger's ``InvalidMessageError`` and stores
+nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.messages import (
+    BaseMessage,
+    ToolMessage,
+    convert_to_messages,
+    convert_to_openai_messages,
+)
+
+from chatledger.conversation import AsyncConversation, Conversation
+from chatledger.errors import (
+    ChatLedgerError,
+    ConversationNotFoundError,
+    PendingToolCallsError,
+)
+from chatledger.ledger import AsyncLedger, Ledger
+from chatledger.records import ConversationInfo, StoredMessage
+from chatledger.strategies import Strategy
+from chatledger.window import Span, Window
+
+__all__ = ["ChatledgerHistory", "from_openai", "to_openai"]
+
+META_KEY = "langchain"
+# content blocks an AIMessage may carry that Chat Completions does not take back: reasoning,
+# and the Responses function calls that convert_to_openai_messages already turned into
+# tool_calls
+_DROPPED_ASSISTANT_BLOCKS = frozenset(
+    {"reasoning", "thinking", "redacted_thinking", "function_call", "tool_use"}
+)
+_WINDOW_ATTEMPTS = 3
+
+StrategyArg = Strategy | Sequence[Strategy] | None
+Pair = tuple[dict[str, Any], Mapping[str, Any] | None]
+
+
+def to_openai(message: BaseMessage) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """A LangChain message as (OpenAI message dict, the metadata chatledger keeps for it)."""
+    msg = convert_to_openai_messages(message)
+    extras: dict[str, Any] = {}
+    if message.id is not None:
+        extras["id"] = message.id
+    if msg["role"] == "tool":
+        # the API refuses a name on tool messages; LangChain sets one (the tool's)
+        name = msg.pop("name", None)
+        if name is not None:
+            extras["name"] = name
+        if isinstance(message, ToolMessage) and message.status != "success":
+            extras["status"] = message.status
+    elif msg["role"] == "assistant" and isinstance(msg.get("content"), list):
+        msg["content"] = _sendable_assistant_content(msg["content"])
+    return msg, ({META_KEY: extras} if extras else None)
+
+
+def _sendable_assistant_content(parts: list[Any]) -> str | list[Any]:
+    kept = [
+        p
+        for p in parts
+        if not (isinstance(p, Mapping) and p.get("type") in _DROPPED_ASSISTANT_BLOCKS)
+    ]
+    if all(isinstance(p, Mapping) and p.get("type") == "text" for p in kept):
+        # what text_format="string" gives for text-only content
+        return "\n".join(p["text"] for p in kept)
+    return kept
+
+
+def from_openai(message: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> BaseMessage:
+    """A stored message (and its metadata) back as a LangChain message."""
+    data = dict(message)
+    if data.get("content") is None:
+        data["content"] = ""  # an assistant message with only tool_calls / a refusal
+    extras = metadata.get(META_KEY) if metadata else None
+    if isinstance(extras, Mapping):
+        data.update(extras)
+    return convert_to_messages([data])[0]
+
+
+def _span_range(span: Span) -> tuple[int, int] | None:
+    if span.first is None or span.last is None:
+        return None
+    return span.first, span.last + 1
+
+
+def _assemble(w: Window, prefix: list[StoredMessage], kept: list[StoredMessage]) -> list[Pair]:
+    """The window's messages with their metadata; empty if the rows read since differ (the
+    conversation was cleared in between)."""
+    pairs: list[Pair] = [(r.message, r.metadata) for r in prefix]
+    if w.summary is not None and not w.summary_dropped:
+        pairs.append((w.summary.message, None))
+    pairs += [(r.message, r.metadata) for r in kept]
+    return pairs if [m for m, _ in pairs] == w.messages else []
+
+
+def _window_pairs(conv: Conversation, strategy: StrategyArg) -> list[Pair]:
+    """A window with each message's metadata. ``window`` returns bare dicts, so the rows are
+    read again by seq: as many as the window sends."""
+    for _ in range(_WINDOW_ATTEMPTS):
+        try:
+            w = conv.window(strategy, explain=True)
+        except PendingToolCallsError:
+            # no window while tool calls are open: the prefix and the round they are in
+            info = conv.info
+            opened = conv.records(stop=info.prefix_seq + 1) if info.prefix_seq else []
+            tail = conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
+            return [(r.message, r.metadata) for r in (*opened, *tail)]
+        prefix: list[StoredMessage] = []
+        kept: list[StoredMessage] = []
+        if (r := _span_range(w.prefix)) is not None:
+            prefix = conv.records(start=r[0], stop=r[1])
+        if (r := _span_range(w.kept)) is not None:
+            kept = conv.records(start=r[0], stop=r[1])
+        pairs = _assemble(w, prefix, kept)
+        if pairs or not w.messages:
+            return pairs
+    raise ChatLedgerError(f"conversation {conv.id!r} kept changing while its window was read")
+
+
+async def _awindow_pairs(conv: AsyncConversation, strategy: StrategyArg) -> list[Pair]:
+    """The async twin of :func:`_window_pairs`."""
+    for _ in range(_WINDOW_ATTEMPTS):
+        try:
+            w = await conv.window(strategy, explain=True)
+        except PendingToolCallsError:
+            info = conv.info
+            opened = await conv.records(stop=info.prefix_seq + 1) if info.prefix_seq else []
+            tail = await conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
+            return [(r.message, r.metadata) for r in (*opened, *tail)]
+        prefix: list[StoredMessage] = []
+        kept: list[StoredMessage] = []
+        if (r := _span_range(w.prefix)) is not None:
+            prefix = await conv.records(start=r[0], stop=r[1])
+        if (r := _span_range(w.kept)) is not None:
+            kept = await conv.records(start=r[0], stop=r[1])
+        pairs = _assemble(w, prefix, kept)
+        if pairs or not w.messages:
+            return pairs
+    raise ChatLedgerError(f"conversation {conv.id!r} kept changing while its window was read")
+
+
+class ChatledgerHistory(BaseChatMessageHistory):
+    """A LangChain message history kept in a chatledger conversation.
+
+    ``ledger`` is a :class:`~chatledger.Ledger` (sync methods; the async ones run them in a
+    worker thread) or an :class:`~chatledger.AsyncLedger` (async methods only: the sync ones
+    raise ``TypeError``, since they cannot wait for the event loop). The conversation
+    ``conversation_id`` is got or created on first use, with ``owner``, ``model`` and
+    ``system`` as in ``ledger.conversation``.
+
+    With a ``strategy`` (``cl.TokenBudget(8000)``, ``cl.LastRounds(10)``, a list), reading
+    the history returns that strategy's window: the newest rounds that fit, never a tool
+    result without its call, the pinned system prompt and any summary first. Without one it
+    returns the whole stored history. Either way every message added stays stored. While the
+    newest ``AIMessage``'s tool calls still wait for their ``ToolMessage`` results (between
+    two invocations of a tool loop), chatledger cannot build a window; the history is then
+    the pinned prefix and the current round, which is what the loop needs to go on.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger | AsyncLedger,
+        conversation_id: str,
+        *,
+        owner: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        strategy: StrategyArg = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(ledger, (Ledger, AsyncLedger)):
+            raise TypeError(
+                f"ledger must be a chatledger Ledger or AsyncLedger, got {type(ledger).__name__}"
+            )
+        self.ledger = ledger
+        self.conversation_id = conversation_id
+        self.owner = owner
+        self.model = model
+        self.system = system
+        self.strategy = strategy
+
+    def __repr__(self) -> str:
+        return f"<ChatledgerHistory {self.conversation_id!r} owner={self.owner!r}>"
+
+    def _sync_ledger(self, method: str) -> Ledger:
+        if isinstance(self.ledger, AsyncLedger):
+            raise TypeError(
+                f"ChatledgerHistory.{method} cannot run on an AsyncLedger: use the async "
+                "methods (aget_messages, aadd_messages, aclear), or give it a Ledger"
+            )
+        return self.ledger
+
+    # --- the conversation -------------------------------------------------------------------
+
+    def conversation(self) -> Conversation:
+        """The backing conversation, got (or created) by id and owner. Each operation gets
+        it afresh: a handle kept across another worker's ``clear()`` would point at a
+        deleted row."""
+        ledger = self._sync_ledger("conversation()")
+        return ledger.conversation(
+            self.conversation_id, owner=self.owner, model=self.model, system=self.system
+        )
+
+    async def aconversation(self) -> AsyncConversation:
+        """The backing conversation of an AsyncLedger (see :meth:`conversation`)."""
+        if not isinstance(self.ledger, AsyncLedger):
+            raise TypeError("aconversation() needs an AsyncLedger; use conversation()")
+        return await self.ledger.conversation(
+            self.conversation_id, owner=self.owner, model=self.model, system=self.system
+        )
+
+    # --- sync -------------------------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]  # read-only here
+        """The stored history, or the strategy's window of it, oldest first."""
+        conv = self.conversation()
+        if self.strategy is None:
+            pairs: list[Pair] = [(r.message, r.metadata) for r in conv.records()]
+        else:
+            pairs = _window_pairs(conv, self.strategy)
+        return [from_openai(m, meta) for m, meta in pairs]
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Store the messages atomically: all of them, in order, or none."""
+        pairs = [to_openai(m) for m in messages]
+        if not pairs:
+            return
+        # one transaction, with per-message metadata (``extend`` takes none)
+        self.conversation().extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
+
+    def clear(self) -> None:
+        """Delete the conversation and create it again, empty, with the same id, owner,
+        model, title and metadata, and this history's ``system``.
+
+        chatledger never deletes single messages, so this also deletes the conversation's
+        summaries and its usage records (tokens and cost).
+        """
+        ledger = self._sync_ledger("clear()")
+        try:
+            info: ConversationInfo | None = ledger.get(self.conversation_id, owner=self.owner).info
+        except ConversationNotFoundError:
+            info = None
+        if info is not None:
+            with contextlib.suppress(ConversationNotFoundError):  # cleared by another worker
+                ledger.delete(self.conversation_id, owner=self.owner)
+        ledger.conversation(self.conversation_id, **self._recreate_args(info))
+
+    # --- async ------------------------------------------------------------------------------
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        """The stored history, or the strategy's window of it, oldest first."""
+        if not isinstance(self.ledger, AsyncLedger):
+            return await asyncio.to_thread(lambda: self.messages)
+        conv = await self.aconversation()
+        if self.strategy is None:
+            pairs: list[Pair] = [(r.message, r.metadata) for r in await conv.records()]
+        else:
+            pairs = await _awindow_pairs(conv, self.strategy)
+        return [from_openai(m, meta) for m, meta in pairs]
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Store the messages atomically: all of them, in order, or none."""
+        if not isinstance(self.ledger, AsyncLedger):
+            await asyncio.to_thread(self.add_messages, messages)
+            return
+        pairs = [to_openai(m) for m in messages]
+        if not pairs:
+            return
+        conv = await self.aconversation()
+        await conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
+
+    async def aclear(self) -> None:
+        """Delete the conversation and create it again, empty (see :meth:`clear`)."""
+        if not isinstance(self.ledger, AsyncLedger):
+            await asyncio.to_thread(self.clear)
+            return
+        try:
+            conv = await self.ledger.get(self.conversation_id, owner=self.owner)
+            info: ConversationInfo | None = conv.info
+        except ConversationNotFoundError:
+            info = None
+        if info is not None:
+            with contextlib.suppress(ConversationNotFoundError):
+                await self.ledger.delete(self.conversation_id, owner=self.owner)
+        await self.ledger.conversation(self.conversation_id, **self._recreate_args(info))
+
+    def _recreate_args(self, info: ConversationInfo | None) -> dict[str, Any]:
+        """What a cleared conversation is created again with: as it was, but empty."""
+        args: dict[str, Any] = {"owner": self.owner, "model": self.model, "system": self.system}
+        if info is not None:
+            args.update(model=info.model, title=info.title, metadata=info.metadata)
+        return args
