@@ -118,7 +118,7 @@ class Budget:
                 raise BudgetExceededError(
                     f"{subject} would spend ${(spent + needed.micros) / 1e6:.6f} {window} "
                     f"(spent ${spent / 1e6:.6f}, this request up to ${needed.micros / 1e6:.6f}),"
-                    f" over its budget of ${limit / 1e6:.2f}",
+                    f" over its budget of ${Decimal(limit) / 1_000_000:f}",
                     scope=self.scope,
                     limit=limit / 1e6,
                     used=spent / 1e6,

@@ -173,13 +173,15 @@ class _Handle:
         metas: Sequence[Mapping[str, Any] | None] | None,
         status: str | None,
         key: str | None,
+        fast: bool = True,
     ) -> tuple[Any, ...]:
         """Check, serialise and count a batch: the arguments of ``ops.append`` after the
-        connection, the same for both twins."""
+        connection, the same for both twins. ``fast`` lets the write trust the handle's state
+        (see ``ops.append``)."""
         counter = self._config.counter(self.model)
         batch, depends = self._config.prepare(items, counter, metas, status, self._tool_state)
         against: str | Literal[False] | None = self._tool_state if depends else False
-        return self._pk, counter.profile, against, batch, key, self._seen()
+        return self._pk, counter.profile, against, batch, key, self._seen() if fast else None
 
     def _record_args(
         self,
@@ -187,12 +189,13 @@ class _Handle:
         metadata: Mapping[str, Any] | None,
         key: str | None,
         values: dict[str, Any],
+        fast: bool = True,
     ) -> tuple[Any, ...]:
         """The arguments of ``ops.record_reply`` after the connection."""
         if reply.message is None:
-            return self._pk, self.counter.profile, False, [], key, values, self._seen()
+            return self._pk, self.counter.profile, False, [], key, values, None
         pk, profile, against, batch, key, seen = self._append_args(
-            [reply.message], [metadata], reply.status, key
+            [reply.message], [metadata], reply.status, key, fast
         )
         return pk, profile, against, batch, key, values, seen
 
@@ -279,13 +282,19 @@ class Conversation(_Handle):
         _check_key(key)
         if not items:
             return []
+        fast = True
         for _ in range(_MAX_APPEND_RETRIES):
-            args = self._append_args(items, metas, status, key)
+            args = self._append_args(items, metas, status, key, fast)
             try:
                 with db_errors(), self._ledger.engine.begin() as conn:
                     done = ops.append(conn, *args)
             except ops.Stale:
                 self.refresh()
+                continue
+            except sa_exc.IntegrityError:
+                if not fast:
+                    raise
+                fast = False  # a reused idempotency key: let the locked path replay it
                 continue
             except ConversationNotFoundError:
                 raise ConversationNotFoundError(self.id) from None
@@ -371,9 +380,14 @@ class Conversation(_Handle):
                 request = steps.send(self._fold(request))
         except StopIteration as done:
             plan: Plan = done.value
-        with db_errors(), engine.connect() as conn:
-            tail = ops.read_records(conn, self._pk, plan.start, snap.loaded.info.last_seq + 1, None)
-        result = job.result(snap, view, plan, tail, rows + len(tail))
+        tail = snap.tail(plan.start)
+        if tail is None:
+            with db_errors(), engine.connect() as conn:
+                tail = ops.read_records(
+                    conn, self._pk, plan.start, snap.loaded.info.last_seq + 1, None
+                )
+            rows += len(tail)
+        result = job.result(snap, view, plan, tail, rows)
         return result if explain else result.messages
 
     def _fold(self, req: FoldRequest) -> tuple[int, str] | None:
@@ -461,13 +475,19 @@ class Conversation(_Handle):
         _check_key(key)
         config = self._ledger._config
         values = _turns.usage_values(config, reply, self.model)
+        fast = True
         for _ in range(_MAX_APPEND_RETRIES):
-            args = self._record_args(reply, metadata, key, values)
+            args = self._record_args(reply, metadata, key, values, fast)
             try:
                 with db_errors(), self._ledger.engine.begin() as conn:
                     done, usage = ops.record_reply(conn, *args)
             except ops.Stale:
                 self.refresh()
+                continue
+            except sa_exc.IntegrityError:
+                if not fast:
+                    raise
+                fast = False  # a reused idempotency key: let the locked path replay it
                 continue
             except ConversationNotFoundError:
                 raise ConversationNotFoundError(self.id) from None
@@ -589,14 +609,20 @@ class AsyncConversation(_Handle):
         _check_key(key)
         if not items:
             return []
+        fast = True
         for _ in range(_MAX_APPEND_RETRIES):
-            args = self._append_args(items, metas, status, key)
+            args = self._append_args(items, metas, status, key, fast)
             try:
                 with db_errors():
                     async with self._ledger.engine.begin() as conn:
                         done = await conn.run_sync(ops.append, *args)
             except ops.Stale:
                 await self.refresh()
+                continue
+            except sa_exc.IntegrityError:
+                if not fast:
+                    raise
+                fast = False  # a reused idempotency key: let the locked path replay it
                 continue
             except ConversationNotFoundError:
                 raise ConversationNotFoundError(self.id) from None
@@ -686,10 +712,16 @@ class AsyncConversation(_Handle):
         except StopIteration as done:
             plan: Plan = done.value
         last = snap.loaded.info.last_seq
-        with db_errors():
-            async with engine.connect() as conn:
-                tail = await conn.run_sync(ops.read_records, self._pk, plan.start, last + 1, None)
-        result = job.result(snap, view, plan, tail, snap.rows_read + len(tail))
+        rows = snap.rows_read
+        tail = snap.tail(plan.start)
+        if tail is None:
+            with db_errors():
+                async with engine.connect() as conn:
+                    tail = await conn.run_sync(
+                        ops.read_records, self._pk, plan.start, last + 1, None
+                    )
+            rows += len(tail)
+        result = job.result(snap, view, plan, tail, rows)
         return result if explain else result.messages
 
     async def _fold(self, req: FoldRequest) -> tuple[int, str] | None:
@@ -776,14 +808,20 @@ class AsyncConversation(_Handle):
         _check_key(key)
         config = self._ledger._config
         values = _turns.usage_values(config, reply, self.model)
+        fast = True
         for _ in range(_MAX_APPEND_RETRIES):
-            args = self._record_args(reply, metadata, key, values)
+            args = self._record_args(reply, metadata, key, values, fast)
             try:
                 with db_errors():
                     async with self._ledger.engine.begin() as conn:
                         done, usage = await conn.run_sync(ops.record_reply, *args)
             except ops.Stale:
                 await self.refresh()
+                continue
+            except sa_exc.IntegrityError:
+                if not fast:
+                    raise
+                fast = False  # a reused idempotency key: let the locked path replay it
                 continue
             except ConversationNotFoundError:
                 raise ConversationNotFoundError(self.id) from None

@@ -10,6 +10,7 @@ not finish are left out, so the stored message is always one the API accepts bac
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -191,7 +192,12 @@ class AsyncStreamRecorder:
         if self.finished:
             return
         self.finished = True
-        self.record = await self._finish(self.accumulator.completion(broken=broken), broken)
+        # a cancelled response (the client went away) must not cancel the write that records
+        # what arrived: it runs on in its own task while the cancellation propagates
+        self._recording = asyncio.ensure_future(
+            self._finish(self.accumulator.completion(broken=broken), broken)
+        )
+        self.record = await asyncio.shield(self._recording)
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         try:

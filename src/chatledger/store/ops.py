@@ -28,6 +28,7 @@ from sqlalchemy import (
     insert,
     select,
     tuple_,
+    union_all,
     update,
 )
 
@@ -473,15 +474,18 @@ def append(
 ) -> Appended:
     """Append messages under the conversation lock: seq, totals and pairing checked together.
 
-    With ``seen`` (the state the handle last read) and no idempotency key, the write is one
-    conditional ``UPDATE`` of the conversation row (it both takes the lock and proves nothing
-    changed) and one ``INSERT``. Otherwise, or when that condition fails, the row is locked
-    and read first. ``counted_against`` is the tool state the batch's tool results were
-    counted with, or False when no count depended on it. Raises :class:`Stale` when the model
-    or that state changed since, :class:`InvalidMessageError` when the messages do not
-    continue the conversation (nothing is written then).
+    With ``seen`` (the state the handle last read) the write is one conditional ``UPDATE`` of
+    the conversation row (it both takes the lock and proves nothing changed) and one
+    ``INSERT``; a reused idempotency key then fails on its unique index (IntegrityError) and
+    the caller retries without ``seen``. Without it, or when the condition fails, the row is
+    locked and read first, and a reused key returns what it stored.
+
+    ``counted_against`` is the tool state the batch's tool results were counted with, or False
+    when no count depended on it. Raises :class:`Stale` when the model or that state changed
+    since, :class:`InvalidMessageError` when the messages do not continue the conversation
+    (nothing is written then).
     """
-    if seen is not None and key is None and batch:
+    if seen is not None and batch:
         planned = _plan(pk, seen, batch, key, _codec(conn))
         if not planned.problems:
             done = conn.execute(
@@ -626,6 +630,90 @@ def count_rows(conn: Connection, pk: int) -> int:
 # --- windows and summaries --------------------------------------------------------------------
 
 
+_m = messages.c
+_ROW_COLS = (
+    _m.seq,
+    _m.role,
+    _m.data,
+    _m.tokens,
+    _m.cum_tokens,
+    _m.round_seq,
+    _m.created_at,
+    _m.status,
+    _m.meta,
+    _m.idempotency_key,
+)
+_W_CONV = select(conversations).where(_c.pk == bindparam("p_pk"))
+_W_SUMMARY = (
+    select(summaries.c.upto_seq, summaries.c.text)
+    .where(
+        summaries.c.conversation_pk == bindparam("p_pk"),
+        summaries.c.upto_seq <= bindparam("p_last"),
+        summaries.c.upto_seq > bindparam("p_prefix"),
+    )
+    .order_by(summaries.c.upto_seq.desc(), summaries.c.pk.desc())
+    .limit(1)
+)
+# the budget's cut point: one step down the (conversation_pk, cum_tokens) index
+_W_FLOOR_TOKENS = (
+    select(_m.seq, _m.round_seq)
+    .where(_m.conversation_pk == bindparam("p_pk"), _m.cum_tokens >= bindparam("p_threshold"))
+    .order_by(_m.cum_tokens)
+    .limit(1)
+)
+_W_FLOOR_ROUNDS = (
+    select(_m.seq)
+    .where(
+        _m.conversation_pk == bindparam("p_pk"),
+        _m.role == "user",
+        _m.seq > bindparam("p_prefix"),
+        _m.seq <= bindparam("p_last"),
+    )
+    .order_by(_m.seq.desc())
+    .limit(1)
+    .offset(bindparam("p_offset"))
+)
+# the prefix and the newest rows, in one statement (two primary-key ranges)
+_W_ROWS = union_all(
+    select(*_ROW_COLS).where(
+        _m.conversation_pk == bindparam("p_pk"), _m.seq <= bindparam("p_prefix")
+    ),
+    select(*_ROW_COLS).where(
+        _m.conversation_pk == bindparam("p_pk"),
+        _m.seq >= bindparam("p_floor"),
+        _m.seq <= bindparam("p_last"),
+    ),
+)
+_W_META = (
+    select(_m.seq, _m.role, _m.tokens, _m.round_seq)
+    .where(
+        _m.conversation_pk == bindparam("p_pk"),
+        _m.seq >= bindparam("p_floor"),
+        _m.seq <= bindparam("p_last"),
+    )
+    .order_by(_m.seq)
+)
+_W_CUM_AT = select(_m.cum_tokens).where(
+    _m.conversation_pk == bindparam("p_pk"), _m.seq == bindparam("p_seq")
+)
+
+
+def _from_tuple(r: Any, codec: Codec) -> StoredMessage:
+    seq, role, data, tokens, cum, round_seq, created_at, status, meta, key = r
+    return StoredMessage(
+        seq=seq,
+        role=role,
+        message=json.loads(codec.decode(data)),
+        tokens=tokens,
+        cumulative_tokens=cum,
+        round_seq=round_seq,
+        created_at=created_at if created_at.tzinfo is not None else created_at.replace(tzinfo=UTC),
+        status=status,
+        metadata=None if meta is None else json.loads(codec.decode(meta)),
+        idempotency_key=key,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     """What a window is built from, read in one connection with every range bounded by the
@@ -638,6 +726,15 @@ class Snapshot:
     start: int
     start_tokens: int
     rows_read: int
+    #: the rows behind ``entries``, read with their content when the lookback was bounded
+    rows: list[Any] | None = None
+    codec: Codec = PLAIN
+
+    def tail(self, start: int) -> list[StoredMessage] | None:
+        """The stored messages from ``start`` on, if this snapshot read them already."""
+        if self.rows is None:
+            return None
+        return [_from_tuple(r, self.codec) for r in self.rows if r[0] >= start]
 
 
 def window_snapshot(
@@ -647,76 +744,60 @@ def window_snapshot(
     with_summary: bool,
 ) -> Snapshot:
     """Read what the strategies need: the prefix, the summary and the newest history's
-    metadata (seq, role, tokens, round), as far back as ``lookback`` reaches and no further."""
-    row = conn.execute(select(conversations).where(conversations.c.pk == pk)).one()
-    loaded = _loaded(row, _codec(conn))
+    metadata (seq, role, tokens, round), as far back as ``lookback`` reaches and no further.
+
+    With a bounded lookback the newest rows come with their content, so the window costs
+    three statements (four with a summary): the conversation row, the cut point, the rows.
+    """
+    codec = _codec(conn)
+    row = conn.execute(_W_CONV, {"p_pk": pk}).one()
+    loaded = _loaded(row, codec)
     info = loaded.info
     last, prefix_seq, total = info.last_seq, info.prefix_seq, info.token_total
-    prefix = read_records(conn, pk, 1, prefix_seq + 1, None) if prefix_seq else []
-    prefix_cum = prefix[-1].cumulative_tokens if prefix else 0
-    rows = len(prefix) + 1
+    params: dict[str, Any] = {"p_pk": pk, "p_last": last, "p_prefix": prefix_seq}
+    reads = 1
     summary: tuple[int, str] | None = None
     if with_summary:
-        s = conn.execute(
-            select(summaries.c.upto_seq, summaries.c.text)
-            .where(
-                summaries.c.conversation_pk == pk,
-                summaries.c.upto_seq <= last,
-                summaries.c.upto_seq > prefix_seq,
-            )
-            .order_by(summaries.c.upto_seq.desc(), summaries.c.pk.desc())
-            .limit(1)
-        ).first()
-        rows += 1
+        s = conn.execute(_W_SUMMARY, params).first()
+        reads += 1
         if s is not None:
-            summary = (s.upto_seq, _codec(conn).decode(s.text))
+            summary = (s.upto_seq, codec.decode(s.text))
 
     floor = prefix_seq + 1
     if lookback is not None and last > prefix_seq:
         floors: list[int] = []
         if lookback.tokens is not None:
-            threshold = total - lookback.tokens
-            if threshold <= prefix_cum:
-                floors.append(floor)
-            else:
-                j = conn.execute(
-                    select(messages.c.seq, messages.c.round_seq)
-                    .where(messages.c.conversation_pk == pk, messages.c.cum_tokens >= threshold)
-                    .order_by(messages.c.cum_tokens)
-                    .limit(1)
-                ).one()
-                rows += 1
+            j = conn.execute(
+                _W_FLOOR_TOKENS, {"p_pk": pk, "p_threshold": total - lookback.tokens}
+            ).first()
+            reads += 1
+            if j is not None:
                 floors.append(j.round_seq if j.round_seq > prefix_seq else floor)
+            else:
+                floors.append(last + 1)
         if lookback.rounds is not None:
             nth = conn.execute(
-                select(messages.c.seq)
-                .where(
-                    messages.c.conversation_pk == pk,
-                    messages.c.role == "user",
-                    messages.c.seq > prefix_seq,
-                    messages.c.seq <= last,
-                )
-                .order_by(messages.c.seq.desc())
-                .limit(1)
-                .offset(lookback.rounds - 1)
+                _W_FLOOR_ROUNDS, {**params, "p_offset": lookback.rounds - 1}
             ).scalar()
-            rows += 1
+            reads += 1
             floors.append(floor if nth is None else nth)
         floor = max(floor, min(floors))
 
-    entries = [
-        Entry(r.seq, r.role, r.tokens, r.round_seq)
-        for r in conn.execute(
-            select(messages.c.seq, messages.c.role, messages.c.tokens, messages.c.round_seq)
-            .where(
-                messages.c.conversation_pk == pk,
-                messages.c.seq >= floor,
-                messages.c.seq <= last,
-            )
-            .order_by(messages.c.seq)
-        )
-    ]
-    rows += len(entries)
+    rows: list[Any] | None = None
+    if lookback is not None:
+        got = sorted(conn.execute(_W_ROWS, {**params, "p_floor": floor}).all(), key=lambda r: r[0])
+        reads += len(got)
+        prefix = [_from_tuple(r, codec) for r in got if r[0] <= prefix_seq]
+        rows = [r for r in got if r[0] >= floor]
+        entries = [Entry(r[0], r[1], r[3], r[5]) for r in rows]
+    else:
+        prefix = read_records(conn, pk, 1, prefix_seq + 1, None) if prefix_seq else []
+        entries = [
+            Entry(r.seq, r.role, r.tokens, r.round_seq)
+            for r in conn.execute(_W_META, {**params, "p_floor": floor})
+        ]
+        reads += len(prefix) + len(entries)
+    prefix_cum = prefix[-1].cumulative_tokens if prefix else 0
     # with summaries in play the tail starts after what the summary covers; else at the floor
     start = ((summary[0] if summary else prefix_seq) + 1) if with_summary else floor
     if start >= floor:
@@ -724,14 +805,10 @@ def window_snapshot(
     elif start == prefix_seq + 1:
         start_tokens = total - prefix_cum
     else:
-        before = conn.execute(
-            select(messages.c.cum_tokens).where(
-                messages.c.conversation_pk == pk, messages.c.seq == start - 1
-            )
-        ).scalar_one()
-        rows += 1
+        before = conn.execute(_W_CUM_AT, {"p_pk": pk, "p_seq": start - 1}).scalar_one()
+        reads += 1
         start_tokens = total - before
-    return Snapshot(loaded, prefix, summary, entries, start, start_tokens, rows)
+    return Snapshot(loaded, prefix, summary, entries, start, start_tokens, reads, rows, codec)
 
 
 def save_summary(
@@ -802,30 +879,42 @@ def record_reply(
         conn.execute(
             update(conversations).where(conversations.c.pk == pk).values(updated_at=utcnow())
         )
-    if key is not None:
+    codec = _codec(conn)
+    if key is not None and (done is None or done.replayed):
         existing = conn.execute(
             select(completions).where(
                 completions.c.conversation_pk == pk, completions.c.idempotency_key == key
             )
         ).first()
         if existing is not None:
-            return done, _usage_record(existing, _codec(conn))
+            return done, _usage_record(existing, codec)
+    now = utcnow()
     values = {
         **usage,
-        "meta": _codec(conn).encode_opt(usage.get("meta")),
+        "meta": codec.encode_opt(usage.get("meta")),
         "conversation_pk": pk,
         "message_seq": seq,
-        "created_at": utcnow(),
+        "created_at": now,
         "idempotency_key": key,
     }
-    conn.execute(insert(completions).values(**values))
-    row = conn.execute(
-        select(completions)
-        .where(completions.c.conversation_pk == pk)
-        .order_by(completions.c.pk.desc())
-        .limit(1)
-    ).one()
-    return done, _usage_record(row, _codec(conn))
+    conn.execute(_INSERT_COMPLETION, values)
+    return done, UsageRecord(
+        message_seq=seq,
+        model=usage["model"],
+        response_id=usage.get("response_id"),
+        system_fingerprint=usage.get("system_fingerprint"),
+        finish_reason=usage.get("finish_reason"),
+        prompt_tokens=usage["prompt_tokens"],
+        completion_tokens=usage["completion_tokens"],
+        cached_tokens=usage["cached_tokens"],
+        reasoning_tokens=usage["reasoning_tokens"],
+        cost_micros=usage.get("cost_micros"),
+        created_at=now,
+        metadata=_loads(usage.get("meta")),
+    )
+
+
+_INSERT_COMPLETION = insert(completions)
 
 
 def usage_records(conn: Connection, pk: int, limit: int | None) -> list[UsageRecord]:
