@@ -297,3 +297,13 @@ def test_window_records_match_messages(conv: cl.Conversation) -> None:
     w = conv.window(cl.TokenBudget(600), explain=True)
     assert [r.message for r in w.records] == w.messages
     assert w.records[-1].seq == conv.refresh().last_seq
+
+
+def test_window_rows_pair_each_message_with_its_record(conv: cl.Conversation) -> None:
+    w = conv.window(
+        [cl.Summarize(Recorder(), trigger=600, keep=300), cl.TokenBudget(800)], explain=True
+    )
+    rows = w.rows()
+    assert [m for m, _ in rows] == w.messages
+    assert [r for _, r in rows].count(None) == (1 if w.summary and not w.summary_dropped else 0)
+    assert all(r.message == m for m, r in rows if r is not None)

@@ -194,6 +194,18 @@ class Window:
     #: their seqs, counts and metadata
     records: tuple[StoredMessage, ...] = ()
 
+    def rows(self) -> list[tuple[dict[str, Any], StoredMessage | None]]:
+        """The messages in window order, each with its stored record (None for the summary),
+        for callers that keep their own data in message metadata."""
+        n_prefix = self.prefix.count
+        out: list[tuple[dict[str, Any], StoredMessage | None]] = [
+            (r.message, r) for r in self.records[:n_prefix]
+        ]
+        if self.summary is not None and not self.summary_dropped:
+            out.append((self.summary.message, None))
+        out += [(r.message, r) for r in self.records[n_prefix:]]
+        return out
+
     def __str__(self) -> str:
         budget = "no budget" if self.allowed is None else f"allowed {self.allowed}"
         lines = [

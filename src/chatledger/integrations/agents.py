@@ -44,14 +44,13 @@ from agents.memory import SessionSettings
 
 from chatledger.conversation import AsyncConversation
 from chatledger.errors import (
-    ChatLedgerError,
     ConversationNotFoundError,
     PendingToolCallsError,
 )
 from chatledger.ledger import AsyncLedger
 from chatledger.records import ConversationInfo, StoredMessage
 from chatledger.strategies import Strategy
-from chatledger.window import Span, Window
+from chatledger.window import Window
 
 if TYPE_CHECKING:
     from agents.memory import Session
@@ -65,7 +64,6 @@ FAKE_ID = "__fake_id__"  # the Agents SDK's id for items with no provider id
 
 _MESSAGE_ROLES = ("user", "system", "developer", "assistant")
 _IMAGE_DETAILS = ("auto", "low", "high")
-_WINDOW_ATTEMPTS = 3
 
 StrategyArg = Strategy | Sequence[Strategy] | None
 Item = dict[str, Any]
@@ -375,37 +373,20 @@ def _pairs(records: Sequence[StoredMessage]) -> list[tuple[dict[str, Any], dict[
     return [(r.message, r.metadata) for r in records]
 
 
-def _span_range(span: Span) -> tuple[int, int] | None:
-    if span.first is None or span.last is None:
-        return None
-    return span.first, span.last + 1
-
-
 async def _window_pairs(
     conv: AsyncConversation, strategy: StrategyArg
 ) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
-    """A window with each message's metadata. ``window`` returns bare dicts, so the rows are
-    read again by seq: as many as the window sends."""
-    for _ in range(_WINDOW_ATTEMPTS):
-        try:
-            w: Window = await conv.window(strategy, explain=True)
-        except PendingToolCallsError:
-            # no window while tool calls are open: the prefix and the round they are in (the
-            # SDK drops calls without outputs from what it sends)
-            info = conv.info
-            opened = await conv.records(stop=info.prefix_seq + 1) if info.prefix_seq else []
-            tail = await conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
-            return _pairs([*opened, *tail])
-        pairs: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
-        if (r := _span_range(w.prefix)) is not None:
-            pairs += _pairs(await conv.records(start=r[0], stop=r[1]))
-        if w.summary is not None and not w.summary_dropped:
-            pairs.append((w.summary.message, None))
-        if (r := _span_range(w.kept)) is not None:
-            pairs += _pairs(await conv.records(start=r[0], stop=r[1]))
-        if [m for m, _ in pairs] == w.messages:
-            return pairs
-    raise ChatLedgerError(f"conversation {conv.id!r} kept changing while its window was read")
+    """A window with each message's metadata (``Window.rows``)."""
+    try:
+        w: Window = await conv.window(strategy, explain=True)
+    except PendingToolCallsError:
+        # no window while tool calls are open: the prefix and the round they are in (the
+        # SDK drops calls without outputs from what it sends)
+        info = conv.info
+        opened = await conv.records(stop=info.prefix_seq + 1) if info.prefix_seq else []
+        tail = await conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
+        return _pairs([*opened, *tail])
+    return [(m, r.metadata if r is not None else None) for m, r in w.rows()]
 
 
 # --- the session ------------------------------------------------------------------------------

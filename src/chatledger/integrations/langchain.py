@@ -44,14 +44,12 @@ from langchain_core.messages import (
 
 from chatledger.conversation import AsyncConversation, Conversation
 from chatledger.errors import (
-    ChatLedgerError,
     ConversationNotFoundError,
     PendingToolCallsError,
 )
 from chatledger.ledger import AsyncLedger, Ledger
-from chatledger.records import ConversationInfo, StoredMessage
+from chatledger.records import ConversationInfo
 from chatledger.strategies import Strategy
-from chatledger.window import Span, Window
 
 __all__ = ["ChatledgerHistory", "from_openai", "to_openai"]
 
@@ -62,7 +60,6 @@ META_KEY = "langchain"
 _DROPPED_ASSISTANT_BLOCKS = frozenset(
     {"reasoning", "thinking", "redacted_thinking", "function_call", "tool_use"}
 )
-_WINDOW_ATTEMPTS = 3
 
 StrategyArg = Strategy | Sequence[Strategy] | None
 Pair = tuple[dict[str, Any], Mapping[str, Any] | None]
@@ -109,66 +106,29 @@ def from_openai(message: Mapping[str, Any], metadata: Mapping[str, Any] | None) 
     return convert_to_messages([data])[0]
 
 
-def _span_range(span: Span) -> tuple[int, int] | None:
-    if span.first is None or span.last is None:
-        return None
-    return span.first, span.last + 1
-
-
-def _assemble(w: Window, prefix: list[StoredMessage], kept: list[StoredMessage]) -> list[Pair]:
-    """The window's messages with their metadata; empty if the rows read since differ (the
-    conversation was cleared in between)."""
-    pairs: list[Pair] = [(r.message, r.metadata) for r in prefix]
-    if w.summary is not None and not w.summary_dropped:
-        pairs.append((w.summary.message, None))
-    pairs += [(r.message, r.metadata) for r in kept]
-    return pairs if [m for m, _ in pairs] == w.messages else []
-
-
 def _window_pairs(conv: Conversation, strategy: StrategyArg) -> list[Pair]:
-    """A window with each message's metadata. ``window`` returns bare dicts, so the rows are
-    read again by seq: as many as the window sends."""
-    for _ in range(_WINDOW_ATTEMPTS):
-        try:
-            w = conv.window(strategy, explain=True)
-        except PendingToolCallsError:
-            # no window while tool calls are open: the prefix and the round they are in
-            info = conv.info
-            opened = conv.records(stop=info.prefix_seq + 1) if info.prefix_seq else []
-            tail = conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
-            return [(r.message, r.metadata) for r in (*opened, *tail)]
-        prefix: list[StoredMessage] = []
-        kept: list[StoredMessage] = []
-        if (r := _span_range(w.prefix)) is not None:
-            prefix = conv.records(start=r[0], stop=r[1])
-        if (r := _span_range(w.kept)) is not None:
-            kept = conv.records(start=r[0], stop=r[1])
-        pairs = _assemble(w, prefix, kept)
-        if pairs or not w.messages:
-            return pairs
-    raise ChatLedgerError(f"conversation {conv.id!r} kept changing while its window was read")
+    """A window with each message's metadata (``Window.rows``)."""
+    try:
+        w = conv.window(strategy, explain=True)
+    except PendingToolCallsError:
+        # no window while tool calls are open: the prefix and the round they are in
+        info = conv.info
+        opened = conv.records(stop=info.prefix_seq + 1) if info.prefix_seq else []
+        tail = conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
+        return [(r.message, r.metadata) for r in (*opened, *tail)]
+    return [(m, r.metadata if r is not None else None) for m, r in w.rows()]
 
 
 async def _awindow_pairs(conv: AsyncConversation, strategy: StrategyArg) -> list[Pair]:
     """The async twin of :func:`_window_pairs`."""
-    for _ in range(_WINDOW_ATTEMPTS):
-        try:
-            w = await conv.window(strategy, explain=True)
-        except PendingToolCallsError:
-            info = conv.info
-            opened = await conv.records(stop=info.prefix_seq + 1) if info.prefix_seq else []
-            tail = await conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
-            return [(r.message, r.metadata) for r in (*opened, *tail)]
-        prefix: list[StoredMessage] = []
-        kept: list[StoredMessage] = []
-        if (r := _span_range(w.prefix)) is not None:
-            prefix = await conv.records(start=r[0], stop=r[1])
-        if (r := _span_range(w.kept)) is not None:
-            kept = await conv.records(start=r[0], stop=r[1])
-        pairs = _assemble(w, prefix, kept)
-        if pairs or not w.messages:
-            return pairs
-    raise ChatLedgerError(f"conversation {conv.id!r} kept changing while its window was read")
+    try:
+        w = await conv.window(strategy, explain=True)
+    except PendingToolCallsError:
+        info = conv.info
+        opened = await conv.records(stop=info.prefix_seq + 1) if info.prefix_seq else []
+        tail = await conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
+        return [(r.message, r.metadata) for r in (*opened, *tail)]
+    return [(m, r.metadata if r is not None else None) for m, r in w.rows()]
 
 
 class ChatledgerHistory(BaseChatMessageHistory):
