@@ -50,6 +50,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import chatledger as cl
+from chatledger.tokens import encoding_for_model
 
 MODEL = "gpt-4o"
 DEFAULT_BUDGET = 8000
@@ -542,7 +543,7 @@ class LlamaIndexPeer(_Base):
         return Memory.from_defaults(
             session_id=f"bench-{self._id}",
             token_limit=self.token_limit,
-            tokenizer_fn=cl.encoding_for_model(MODEL).encode,
+            tokenizer_fn=encoding_for_model(MODEL).encode,
             table_name=self._table,
             async_engine=engine,
         )
@@ -765,7 +766,7 @@ def raw_tiktoken_encode(texts: Sequence[str]) -> int:
     string, summed (no per-message rules)."""
     global _encode_ordinary
     if _encode_ordinary is None:
-        _encode_ordinary = cl.encoding_for_model(MODEL).encode_ordinary
+        _encode_ordinary = encoding_for_model(MODEL).encode_ordinary
     enc = _encode_ordinary
     return sum(len(enc(t)) for t in texts)
 

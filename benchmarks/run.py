@@ -31,6 +31,7 @@ sys.path.insert(0, str(HERE))
 
 import chatledger as cl  # noqa: E402
 import workload  # noqa: E402
+from chatledger.tokens import encoding_for_model  # noqa: E402
 
 BUDGET = 8000
 MODEL = "gpt-4o"
@@ -228,7 +229,7 @@ class Floor:
 
 def bench_count_tokens(reps: int, rows: list[Row]) -> None:
     history = workload.history(1000)
-    enc = cl.encoding_for_model(MODEL)
+    enc = encoding_for_model(MODEL)
     texts = [m["content"] for m in history if isinstance(m.get("content"), str)]
     plain = [m for m in history if isinstance(m.get("content"), str) and len(m) == 2]
     plain_texts = [m["content"] for m in plain]

@@ -44,6 +44,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.background import BackgroundTask
 
 import chatledger as cl
+from chatledger.messages import to_api_dict
+from chatledger.strategies import Strategy
+from chatledger.streaming import AsyncStreamRecorder
 
 __all__ = ["app", "create_app"]
 
@@ -231,11 +234,11 @@ class Settings:
     budgets: tuple[cl.Budget, ...]
     summary_model: str | None
 
-    def strategy(self, client: openai.AsyncOpenAI) -> list[cl.Strategy]:
+    def strategy(self, client: openai.AsyncOpenAI) -> list[Strategy]:
         """The window: the newest rounds that fit ``context_tokens`` with the reply's
         ``max_tokens`` (chat() reserves it); with a summary model, the rounds that fall out
         are folded into a stored running summary first."""
-        chain: list[cl.Strategy] = []
+        chain: list[Strategy] = []
         if self.summary_model is not None:
             trigger = (self.context_tokens - self.max_tokens) * 3 // 4
             summarizer = cl.OpenAISummarizer(client, self.summary_model, max_tokens=400)
@@ -404,7 +407,7 @@ def create_app(
         choice = result.choices[0]
         usage = result.usage.model_dump(exclude_none=True) if result.usage else None
         return TurnOut(
-            message=cl.to_api_dict(choice.message),
+            message=to_api_dict(choice.message),
             finish_reason=choice.finish_reason,
             usage=usage,
             seq=conv.info.last_seq,
@@ -456,7 +459,7 @@ def create_app(
 
 
 # --8<-- [start:stream]
-def _stream(recorder: cl.AsyncStreamRecorder, pumps: set[asyncio.Task[None]]) -> StreamingResponse:
+def _stream(recorder: AsyncStreamRecorder, pumps: set[asyncio.Task[None]]) -> StreamingResponse:
     """Server-sent events: ``data: {"delta": "..."}`` per piece of text, then ``data: [DONE]``
     (or ``data: {"error": ...}`` when the provider or the database fails mid-stream).
 

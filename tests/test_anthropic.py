@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import chatledger as cl
-from chatledger.anthropic import anthropic_tools, to_anthropic
+from chatledger.integrations.anthropic import anthropic_tools, to_anthropic
 
 PNG = (  # a 1x1 PNG
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="

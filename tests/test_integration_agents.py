@@ -30,6 +30,8 @@ from chatledger.integrations.agents import (
     items_to_messages,
     messages_to_items,
 )
+from chatledger.messages import to_api_dict
+from chatledger.strategies import Strategy
 from openai_server import FakeOpenAI, Reply
 
 NO_TRACING = RunConfig(tracing_disabled=True)
@@ -368,7 +370,7 @@ async def test_messages_written_without_the_session(aledger: cl.AsyncLedger, uid
             await Runner.run(agent, "And now?", session=session, run_config=NO_TRACING)
     stored = await conv.messages()
     # (the SDK sends "content": None with tool calls; chatledger drops None, as the API does)
-    assert [cl.to_api_dict(m) for m in server.requests[0]["messages"]] == [
+    assert [to_api_dict(m) for m in server.requests[0]["messages"]] == [
         {"role": "system", "content": "Be brief."},
         *stored[:-1],
     ]
@@ -429,7 +431,7 @@ async def test_strategy_window_is_what_the_agent_sees(aledger: cl.AsyncLedger, u
         server.queue(Reply(content="ok"))
         async with agent_on(server) as agent:
             await Runner.run(agent, "next", session=session, run_config=NO_TRACING)
-    sent = [cl.to_api_dict(m) for m in server.requests[0]["messages"]]
+    sent = [to_api_dict(m) for m in server.requests[0]["messages"]]
     assert sent == [
         {"role": "system", "content": "Be brief."},
         *window,
@@ -441,7 +443,7 @@ async def test_summary_window(aledger: cl.AsyncLedger, uid: str) -> None:
     async def summarizer(previous: str | None, messages: list[dict[str, Any]]) -> str:
         return "Ten questions were asked."
 
-    strategy: list[cl.Strategy] = [
+    strategy: list[Strategy] = [
         cl.Summarize(summarizer, trigger=600, keep=300),
         cl.TokenBudget(800),
     ]

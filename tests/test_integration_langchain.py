@@ -22,6 +22,7 @@ from langchain_core.runnables.history import RunnableWithMessageHistory
 
 import chatledger as cl
 from chatledger.integrations.langchain import ChatledgerHistory, from_openai, to_openai
+from chatledger.strategies import Strategy
 
 
 def conversation_messages() -> list[BaseMessage]:
@@ -235,7 +236,7 @@ def test_summary_in_the_window(ledger: cl.Ledger, uid: str) -> None:
         calls.append(len(messages))
         return "The user asked twelve questions."
 
-    strategy: list[cl.Strategy] = [
+    strategy: list[Strategy] = [
         cl.Summarize(summarizer, trigger=500, keep=250),
         cl.TokenBudget(600),
     ]

@@ -2,11 +2,13 @@
 
 Store conversations in SQL, count their tokens exactly as the API bills them, and hand the
 API a ``messages`` array it accepts.
+
+This namespace holds the everyday API. Authoring your own strategy: ``chatledger.strategies``;
+stream recorders: ``chatledger.streaming``; windows' parts: ``chatledger.window``; adapters
+(LangChain, the Agents SDK, Anthropic's format): ``chatledger.integrations``.
 """
 
-from chatledger._turns import Estimate, Recorded
-from chatledger.anthropic import anthropic_tools, to_anthropic
-from chatledger.budgets import Budget, Spend
+from chatledger.budgets import Budget
 from chatledger.conversation import AsyncConversation, Conversation
 from chatledger.encryption import DecryptionError, Encryption
 from chatledger.errors import (
@@ -21,39 +23,26 @@ from chatledger.errors import (
     InvalidMessageError,
     InvalidParameterError,
     PendingToolCallsError,
-    Problem,
     SchemaVersionError,
     StorageError,
     UnknownModelWarning,
 )
 from chatledger.ledger import AsyncLedger, Ledger
-from chatledger.messages import Message, to_api_dict, validate_message, validate_messages
+from chatledger.messages import Message, validate_message, validate_messages
 from chatledger.params import validate_params
 from chatledger.pricing import Price, PriceTable
-from chatledger.records import ConversationInfo, StoredMessage, UsageRecord, UsageTotals
-from chatledger.store import SCHEMA_VERSION
-from chatledger.strategies import (
-    Cut,
-    Entry,
-    LastRounds,
-    Lookback,
-    Strategy,
-    Summarize,
-    TokenBudget,
-    WindowView,
-)
-from chatledger.streaming import AsyncStreamRecorder, StreamAccumulator, StreamRecorder
-from chatledger.summarizers import OpenAISummarizer, render_transcript
-from chatledger.tokens import TokenCounter, count_tokens, encoding_for_model
-from chatledger.window import Span, SummaryPart, Window
+from chatledger.round_trip import Estimate, Recorded
+from chatledger.rows import ConversationInfo, StoredMessage, UsageRecord, UsageTotals
+from chatledger.strategies import LastRounds, Summarize, TokenBudget
+from chatledger.summarizers import OpenAISummarizer
+from chatledger.tokens import TokenCounter, count_tokens
+from chatledger.window import Window
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "SCHEMA_VERSION",
     "AsyncConversation",
     "AsyncLedger",
-    "AsyncStreamRecorder",
     "Budget",
     "BudgetExceededError",
     "ChatLedgerError",
@@ -62,11 +51,9 @@ __all__ = [
     "ConversationExistsError",
     "ConversationInfo",
     "ConversationNotFoundError",
-    "Cut",
     "DecryptionError",
     "EncodingIntegrityError",
     "Encryption",
-    "Entry",
     "Estimate",
     "IdempotencyConflictError",
     "InvalidArgumentError",
@@ -74,38 +61,24 @@ __all__ = [
     "InvalidParameterError",
     "LastRounds",
     "Ledger",
-    "Lookback",
     "Message",
     "OpenAISummarizer",
     "PendingToolCallsError",
     "Price",
     "PriceTable",
-    "Problem",
     "Recorded",
     "SchemaVersionError",
-    "Span",
-    "Spend",
     "StorageError",
     "StoredMessage",
-    "Strategy",
-    "StreamAccumulator",
-    "StreamRecorder",
     "Summarize",
-    "SummaryPart",
     "TokenBudget",
     "TokenCounter",
     "UnknownModelWarning",
     "UsageRecord",
     "UsageTotals",
     "Window",
-    "WindowView",
     "__version__",
-    "anthropic_tools",
     "count_tokens",
-    "encoding_for_model",
-    "render_transcript",
-    "to_anthropic",
-    "to_api_dict",
     "validate_message",
     "validate_messages",
     "validate_params",

@@ -21,7 +21,7 @@ from chatledger.errors import ChatLedgerError, ConversationNotFoundError
 from chatledger.ledger import Ledger
 from chatledger.messages import validate_messages
 from chatledger.strategies import LastRounds, Summarize, TokenBudget
-from chatledger.strategies.base import Strategy
+from chatledger.window import Strategy
 
 __all__ = ["main"]
 

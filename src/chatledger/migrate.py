@@ -19,7 +19,7 @@ from chatledger.store.engine import make_sync_engine
 
 __all__ = ["current", "heads", "upgrade"]
 
-_HERE = Path(__file__).resolve().parent / "migrations"
+_HERE = Path(__file__).resolve().parent / "store" / "migrations"
 
 
 def _config(connection: Connection) -> Any:

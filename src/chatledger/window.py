@@ -1,28 +1,196 @@
-"""Building a window: run the strategies over what the store read, and report the result.
+"""The window: what strategies see and answer, how their answers become the messages sent,
+and the account of what was kept, summarised and dropped.
 
-The plan is a generator shared by the sync and async conversations: it yields a
-:class:`FoldRequest` whenever a :class:`Summarize` wants rounds folded, and the caller (which
-owns the I/O: reading those messages, calling the summarizer, storing the summary) sends back
-the new summary or None when summarising failed. Everything else is pure.
+Everything here is pure. :func:`plan_window` is a generator: it yields a :class:`FoldRequest`
+whenever a folding strategy wants rounds folded into the summary, and whoever drives it (the
+sync or async conversation, which owns the I/O) sends back the new summary, or None when
+summarising failed.
+
+Strategies are pluggable through protocols, and the built-ins use nothing else: every strategy
+implements :class:`Strategy`; one that folds history into a persisted summary also implements
+:class:`Folding`; one that enforces a token budget (and so must leave room for the completion)
+also implements :class:`Budgeted`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Sequence
+from bisect import bisect_left
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Protocol, TypeAlias, cast, runtime_checkable
 
-from chatledger.errors import ChatLedgerError, InvalidArgumentError
-from chatledger.records import StoredMessage
-from chatledger.strategies.base import Cut, Lookback, Strategy, WindowView
-from chatledger.strategies.summarize import Summarize
-from chatledger.strategies.token_budget import TokenBudget
-from chatledger.tokens import TokenCounter
+from chatledger.errors import ChatLedgerError, InvalidArgumentError, PendingToolCallsError
+from chatledger.rows import Entry, Lookback, Snapshot, StoredMessage
+from chatledger.tokens import TokenCounter, system_text
 
-__all__ = ["FoldRequest", "Plan", "Span", "SummaryPart", "Window", "chain_of", "plan_window"]
+__all__ = [
+    "Budgeted",
+    "Cut",
+    "Entry",
+    "Fold",
+    "FoldRequest",
+    "Folding",
+    "Lookback",
+    "Plan",
+    "Span",
+    "Strategy",
+    "StrategyArg",
+    "SummaryPart",
+    "Window",
+    "WindowJob",
+    "WindowView",
+    "chain_of",
+    "plan_window",
+]
 
 
-def chain_of(strategy: Strategy | Sequence[Strategy] | None) -> list[Strategy]:
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A strategy's answer: the tail starts at ``start``; ``drop_summary`` leaves the summary
+    message out of the window (a hard budget that cannot afford it)."""
+
+    start: int
+    drop_summary: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Fold:
+    """A folding strategy's answer: fold ``from_seq..upto_seq`` into the summary."""
+
+    from_seq: int
+    upto_seq: int
+
+
+@dataclass
+class WindowView:
+    """The window as the strategies before this one left it, and what it may become.
+
+    ``start`` is the current tail start (the tail runs to ``last_seq``); a strategy may only
+    move it forward, to one of :meth:`starts`. Token figures are the API's, from the counts
+    stored with each message.
+    """
+
+    model: str
+    last_seq: int
+    prefix_tokens: int
+    #: reply priming plus tool definitions: paid by every request
+    overhead_tokens: int
+    summary_tokens: int
+    #: the summary in the window covers seq up to this (0: no summary)
+    summary_upto: int
+    start: int
+    #: the newest messages, oldest first, as far back as the strategies' lookback reaches
+    entries: Sequence[Entry]
+    #: tokens of the tail from ``start`` (``start`` may lie before ``entries``)
+    start_tokens: int
+
+    def __post_init__(self) -> None:
+        cum, total = [], 0
+        for e in self.entries:
+            total += e.tokens
+            cum.append(total)
+        self._cum = cum
+        self._seqs = [e.seq for e in self.entries]
+        self._anchor = (self.start, self.start_tokens)
+
+    @property
+    def fixed_tokens(self) -> int:
+        """Tokens outside the tail: overhead, prefix and summary."""
+        return self.overhead_tokens + self.prefix_tokens + self.summary_tokens
+
+    def tail_tokens(self, start: int | None = None) -> int:
+        """Tokens of the messages from ``start`` (default: the current start) to the newest."""
+        s = self.start if start is None else start
+        if s > self.last_seq:
+            return 0
+        if s == self._anchor[0]:
+            return self._anchor[1]
+        i = bisect_left(self._seqs, s)
+        if i >= len(self._seqs) or self._seqs[i] != s:
+            raise ValueError(f"seq {s} is outside the history this window read")
+        return self._cum[-1] - (self._cum[i - 1] if i else 0)
+
+    def move_to(self, start: int, summary_tokens: int, summary_upto: int) -> None:
+        """Set the state a strategy's answer leaves (used by the conversation, not strategies)."""
+        tokens = self.tail_tokens(start)
+        self.start, self.summary_tokens, self.summary_upto = start, summary_tokens, summary_upto
+        self._anchor = (start, tokens)
+
+    def round_starts(self) -> list[int]:
+        """Seqs of the user messages that open rounds, from the current start on."""
+        return [e.seq for e in self.entries if e.role == "user" and e.seq >= self.start]
+
+    @property
+    def newest_round_start(self) -> int:
+        """Where the newest round begins (the current start when no user message follows it)."""
+        starts = self.round_starts()
+        return starts[-1] if starts else self.start
+
+    def starts(self) -> list[int]:
+        """Every tail start that keeps the window valid, oldest first.
+
+        The current start, each later round start, then, inside the newest round only, each
+        message that is not a tool result: the tail begins mid-round only when even the newest
+        whole round cannot be kept.
+        """
+        out = [self.start, *(s for s in self.round_starts() if s > self.start)]
+        newest = out[-1]
+        out.extend(
+            e.seq for e in self.entries if e.seq > newest and e.role not in ("tool", "function")
+        )
+        return out
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """What a truncation strategy implements.
+
+    ``lookback`` says how much of the newest history the strategy could keep, so the
+    conversation reads no more; ``apply`` returns the new tail start, one of
+    ``view.starts()`` (an ``int``, or a :class:`Cut` to also leave the summary out).
+    """
+
+    def lookback(self) -> Lookback: ...
+
+    def apply(self, view: WindowView) -> int | Cut: ...
+
+
+@runtime_checkable
+class Folding(Strategy, Protocol):
+    """A strategy that folds old rounds into a persisted, incremental summary.
+
+    ``fold`` answers which rounds to fold now (None: nothing); the conversation then calls
+    ``summarizer(previous_summary, messages)`` (within ``timeout`` seconds), stores the text,
+    and carries it as ``summary_message(text)`` right after the pinned prefix. The stored
+    summary is reused by later turns and other processes until the next fold.
+    """
+
+    summarizer: Callable[..., Any]
+    timeout: float | None
+
+    def fold(self, view: WindowView) -> Fold | None: ...
+
+    def summary_message(self, text: str) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class Budgeted(Strategy, Protocol):
+    """A strategy that caps the prompt's tokens, and so must leave room for the completion."""
+
+    @property
+    def allowed(self) -> int:
+        """Prompt tokens a window may use."""
+        ...
+
+    def with_reserve(self, tokens: int) -> Budgeted:
+        """The same budget leaving at least ``tokens`` for the completion (``max_tokens``)."""
+        ...
+
+
+StrategyArg: TypeAlias = "Strategy | Sequence[Strategy] | None"
+
+
+def chain_of(strategy: StrategyArg) -> list[Strategy]:
     """One strategy, a list of them applied in order, or None for the whole history."""
     if strategy is None:
         return []
@@ -31,7 +199,7 @@ def chain_of(strategy: Strategy | Sequence[Strategy] | None) -> list[Strategy]:
     else:
         items = [cast(Strategy, strategy)]
     for i, s in enumerate(items):
-        if not (callable(getattr(s, "apply", None)) and callable(getattr(s, "lookback", None))):
+        if not isinstance(s, Strategy):
             raise InvalidArgumentError(
                 f"strategy[{i}]", "must have lookback() and apply(view) (see chatledger.Strategy)"
             )
@@ -59,7 +227,7 @@ def combined_lookback(chain: Sequence[Strategy]) -> Lookback | None:
 class FoldRequest:
     """Fold ``from_seq..upto_seq`` into the summary, on top of ``previous``."""
 
-    strategy: Summarize
+    strategy: Folding
     from_seq: int
     upto_seq: int
     previous: str | None
@@ -92,36 +260,27 @@ def plan_window(
     stored_summary: tuple[int, str] | None,
     counter: TokenCounter,
 ) -> Generator[FoldRequest, tuple[int, str] | None, Plan]:
-    """Apply the strategies in order; yield a fold request where a Summarize asks for one."""
-    summ = next((s for s in chain if isinstance(s, Summarize)), None)
-    summary: SummaryPart | None = None
-    if summ is not None and stored_summary is not None:
+    """Apply the strategies in order; yield a fold request where a folding strategy asks."""
+    folder = next((s for s in chain if isinstance(s, Folding)), None)
+    plan = Plan(start=view.start, summary=None)
+    if folder is not None and stored_summary is not None:
         upto, text = stored_summary
-        msg = summ.message(text)
-        summary = SummaryPart(upto, counter.message(msg), text, False, msg)
-    if summary is not None:
-        view.move_to(view.start, summary.tokens, summary.upto_seq)
-    plan = Plan(start=view.start, summary=summary)
+        msg = folder.summary_message(text)
+        plan.summary = SummaryPart(upto, counter.message(msg), text, False, msg)
+        view.move_to(view.start, plan.summary.tokens, upto)
     for strategy in chain:
-        if isinstance(strategy, Summarize):
-            fold = strategy.plan(view)
+        if isinstance(strategy, Folding):
+            fold = strategy.fold(view)
             if fold is not None:
                 previous = plan.summary.text if plan.summary else None
                 got = yield FoldRequest(strategy, fold.from_seq, fold.upto_seq, previous)
                 if got is not None:
                     upto, text = got
-                    msg = strategy.message(text)
+                    msg = strategy.summary_message(text)
                     plan.summary = SummaryPart(upto, counter.message(msg), text, True, msg)
-                    plan.summary_failed = False
-                else:
-                    plan.summary_failed = True
-                view.move_to(
-                    fold.upto_seq + 1,
-                    plan.summary.tokens if plan.summary else 0,
-                    plan.summary.upto_seq if plan.summary else 0,
-                )
-            plan.steps.append(f"{strategy!r}: tail from seq {view.start}")
-            continue
+                plan.summary_failed = got is None
+                s = plan.summary
+                view.move_to(fold.upto_seq + 1, s.tokens if s else 0, s.upto_seq if s else 0)
         answer = strategy.apply(view)
         cut = answer if isinstance(answer, Cut) else Cut(int(answer))
         allowed = view.starts()
@@ -135,10 +294,9 @@ def plan_window(
             view.move_to(cut.start, 0, 0)
         else:
             view.move_to(cut.start, view.summary_tokens, view.summary_upto)
-        if isinstance(strategy, TokenBudget):
-            plan.allowed = (
-                strategy.allowed if plan.allowed is None else min(plan.allowed, strategy.allowed)
-            )
+        if isinstance(strategy, Budgeted):
+            a = strategy.allowed
+            plan.allowed = a if plan.allowed is None else min(plan.allowed, a)
         plan.steps.append(f"{strategy!r}: tail from seq {view.start}")
     plan.start = view.start
     return plan
@@ -234,3 +392,110 @@ class Window:
         ]
         lines += [f"  step        {s}" for s in self.steps]
         return "\n".join(lines)
+
+
+@dataclass
+class WindowJob:
+    """One window being built: the chain, what to read, and how to turn the plan into a result."""
+
+    chain: list[Strategy]
+    lookback: Lookback | None
+    with_summary: bool
+    counter: TokenCounter
+    tools: Sequence[Mapping[str, Any]] | None
+    tool_choice: Any
+
+    @classmethod
+    def start(
+        cls,
+        strategy: StrategyArg,
+        counter: TokenCounter,
+        tools: Sequence[Mapping[str, Any]] | None,
+        tool_choice: Any,
+        reserve: int = 0,
+    ) -> WindowJob:
+        chain = chain_of(strategy)
+        if reserve:
+            chain = [s.with_reserve(reserve) if isinstance(s, Budgeted) else s for s in chain]
+        folds = any(isinstance(s, Folding) for s in chain)
+        return cls(chain, combined_lookback(chain), folds, counter, tools, tool_choice)
+
+    def view(self, snap: Snapshot, conversation_id: str) -> WindowView:
+        """What the strategies see, from what the store read; refuses open tool calls."""
+        info = snap.loaded.info
+        if info.pending_tool_calls:
+            raise PendingToolCallsError(conversation_id, info.pending_tool_calls)
+        prefix_msgs = [r.message for r in snap.prefix]
+        system = system_text(prefix_msgs)
+        # with no system text in the prefix the definitions may join a later message, which
+        # costs less: plan with the dearer figure, report the exact one
+        overhead = self.counter.priming + self.counter.tools(
+            self.tools, system=system, tool_choice=self.tool_choice
+        )
+        return WindowView(
+            model=self.counter.model,
+            last_seq=info.last_seq,
+            prefix_tokens=snap.prefix[-1].cumulative_tokens if snap.prefix else 0,
+            overhead_tokens=overhead,
+            summary_tokens=0,
+            summary_upto=0,
+            start=snap.start,
+            entries=snap.entries,
+            start_tokens=snap.start_tokens,
+        )
+
+    def result(
+        self,
+        snap: Snapshot,
+        view: WindowView,
+        plan: Plan,
+        tail: list[StoredMessage],
+        rows_read: int,
+    ) -> Window:
+        info = snap.loaded.info
+        messages = [r.message for r in snap.prefix]
+        summary = plan.summary
+        if summary is not None and not plan.summary_dropped:
+            messages.append(summary.message)
+        messages.extend(r.message for r in tail)
+        overhead = self.counter.priming + self.counter.tools(
+            self.tools, system=system_text(messages), tool_choice=self.tool_choice
+        )
+        prefix_tokens = snap.prefix[-1].cumulative_tokens if snap.prefix else 0
+        tail_tokens = sum(r.tokens for r in tail)
+        summary_tokens = summary.tokens if summary and not plan.summary_dropped else 0
+        covered = summary.upto_seq if summary is not None else info.prefix_seq
+        first_after = info.prefix_seq + 1
+
+        def tokens_from(seq: int) -> int | None:
+            if seq == first_after:
+                return info.token_total - prefix_tokens
+            if seq == snap.start:
+                return snap.start_tokens
+            try:
+                return view.tail_tokens(seq)
+            except ValueError:
+                return None
+
+        after_summary = tokens_from(covered + 1)
+        summarized_tokens = (
+            None if after_summary is None else info.token_total - prefix_tokens - after_summary
+        )
+        dropped_tokens = None if after_summary is None else after_summary - tail_tokens
+        return Window(
+            messages=messages,
+            prompt_tokens=prefix_tokens + summary_tokens + tail_tokens + overhead,
+            model=self.counter.model,
+            allowed=plan.allowed,
+            overhead_tokens=overhead,
+            prefix=Span.of(1, info.prefix_seq, prefix_tokens),
+            summary=summary,
+            summary_dropped=plan.summary_dropped,
+            summary_failed=plan.summary_failed,
+            summarized=Span.of(first_after, covered, summarized_tokens),
+            dropped=Span.of(max(first_after, covered + 1), plan.start - 1, dropped_tokens),
+            kept=Span.of(plan.start, info.last_seq, tail_tokens),
+            steps=tuple(plan.steps),
+            rows_read=rows_read,
+            records=(*snap.prefix, *tail),
+        )

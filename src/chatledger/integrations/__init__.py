@@ -6,7 +6,6 @@ Each submodule imports its framework, so importing this package imports none of 
   ``BaseChatMessageHistory`` (``pip install langchain-core``).
 - ``chatledger.integrations.agents``: :class:`ChatledgerSession`, an OpenAI Agents SDK
   ``Session`` (``pip install openai-agents``).
-
-The Anthropic message conversion needs no third-party package and lives in
-``chatledger.anthropic``.
+- ``chatledger.integrations.anthropic``: :func:`to_anthropic` and :func:`anthropic_tools`,
+  a window in Anthropic's Messages format (no third-party package needed).
 """

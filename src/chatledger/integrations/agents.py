@@ -48,7 +48,7 @@ from chatledger.errors import (
     PendingToolCallsError,
 )
 from chatledger.ledger import AsyncLedger
-from chatledger.records import ConversationInfo, StoredMessage
+from chatledger.rows import ConversationInfo, StoredMessage
 from chatledger.strategies import Strategy
 from chatledger.window import Window
 

@@ -48,7 +48,7 @@ from chatledger.errors import (
     PendingToolCallsError,
 )
 from chatledger.ledger import AsyncLedger, Ledger
-from chatledger.records import ConversationInfo
+from chatledger.rows import ConversationInfo
 from chatledger.strategies import Strategy
 
 __all__ = ["ChatledgerHistory", "from_openai", "to_openai"]

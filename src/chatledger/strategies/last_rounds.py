@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chatledger.errors import InvalidArgumentError
-from chatledger.strategies.base import Lookback, WindowView
+from chatledger.window import Lookback, WindowView
 
 __all__ = ["LastRounds"]
 

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from chatledger.errors import InvalidArgumentError
-from chatledger.strategies.base import Lookback, WindowView
 from chatledger.summarizers import AnySummarizer
+from chatledger.window import Fold, Lookback, WindowView
 
-__all__ = ["DEFAULT_TEMPLATE", "Fold", "Summarize"]
+__all__ = ["DEFAULT_TEMPLATE", "Summarize"]
 
 DEFAULT_TEMPLATE = "Summary of the earlier conversation:\n{summary}"
-
-
-@dataclass(frozen=True, slots=True)
-class Fold:
-    """Messages ``from_seq..upto_seq`` are to be folded into the summary."""
-
-    from_seq: int
-    upto_seq: int
 
 
 class Summarize:
@@ -66,14 +57,14 @@ class Summarize:
         self.template = template
         self.timeout = timeout
 
-    def message(self, text: str) -> dict[str, Any]:
+    def summary_message(self, text: str) -> dict[str, Any]:
         """The summary as the message the window carries."""
         return {"role": self.role, "content": self.template.replace("{summary}", text)}
 
     def lookback(self) -> Lookback:
         return Lookback(tokens=self.trigger)
 
-    def plan(self, view: WindowView) -> Fold | None:
+    def fold(self, view: WindowView) -> Fold | None:
         """The rounds to fold now, or None when the tail is within ``trigger``."""
         if view.tail_tokens() <= self.trigger:
             return None
@@ -88,7 +79,7 @@ class Summarize:
         return Fold(view.start, cut - 1)
 
     def apply(self, view: WindowView) -> int:
-        """As a plain strategy (the fold itself is done by the conversation): no change."""
+        """After the fold (done by the conversation), the tail stays where the fold left it."""
         return view.start
 
     def __repr__(self) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from chatledger.errors import ContextOverflowError, InvalidArgumentError
-from chatledger.strategies.base import Cut, Lookback, WindowView
+from chatledger.errors import ContextOverflowError, InvalidArgumentError, InvalidParameterError
+from chatledger.window import Cut, Lookback, WindowView
 
 __all__ = ["TokenBudget"]
 
@@ -35,6 +35,22 @@ class TokenBudget:
     def allowed(self) -> int:
         """Prompt tokens a window may use."""
         return self.limit - self.reserve
+
+    def with_reserve(self, tokens: int) -> TokenBudget:
+        """This budget, leaving at least ``tokens`` (a request's ``max_tokens``) unused."""
+        if self.reserve >= tokens:
+            return self
+        if tokens >= self.limit:
+            raise InvalidParameterError(
+                [
+                    (
+                        "max_tokens",
+                        f"{tokens} leaves no room for the prompt within {self!r}: lower it "
+                        "or raise the budget",
+                    )
+                ]
+            )
+        return TokenBudget(self.limit, reserve=tokens)
 
     def lookback(self) -> Lookback:
         return Lookback(tokens=self.allowed)

@@ -1,4 +1,4 @@
-"""The I/O-free halves of ``request``, ``record`` and ``chat``, shared by both twins."""
+"""The I/O-free half of a round trip: request parameters, budgets, reply parsing and usage."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from chatledger._core import LedgerConfig
 from chatledger.budgets import Budget, Spend
 from chatledger.completions import Reply, parse_completion
+from chatledger.config import LedgerConfig
 from chatledger.errors import InvalidArgumentError, InvalidParameterError
 from chatledger.params import validate_params
-from chatledger.records import StoredMessage, UsageRecord
+from chatledger.rows import StoredMessage, UsageRecord
 from chatledger.tokens import TokenCounter
 
 __all__ = [

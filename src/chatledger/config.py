@@ -1,4 +1,4 @@
-"""What the sync and async twins share: argument checks and message preparation.
+"""A ledger's settings, and the argument checks and message preparation both twins share.
 
 Everything that is not I/O happens here, before a transaction opens, so that the lock a write
 takes is held only for the statements themselves, and so that both twins refuse the same input
@@ -16,10 +16,11 @@ from typing import Any
 
 from chatledger.budgets import Budget
 from chatledger.errors import InvalidArgumentError, InvalidMessageError, Problem
-from chatledger.messages import ToolCallState, _normalize
+from chatledger.messages import _normalize
 from chatledger.pricing import PriceTable
-from chatledger.store.ops import NewConversation, Prepared
+from chatledger.rows import NewConversation, Prepared
 from chatledger.tokens import TokenCounter
+from chatledger.tool_state import ToolCallState
 
 __all__ = ["LedgerConfig", "check_id", "new_conversation_id"]
 

@@ -1,0 +1,449 @@
+"""Every operation of a ledger and a conversation, written once, free of I/O.
+
+Each function returns an :data:`~chatledger.effects.Op`: a generator that yields the effects
+it needs (reads, transactions, a summarizer call, a request to the API) and is sent their
+results. ``Ledger`` and ``AsyncLedger`` (and their conversations) are thin shells that drive
+these generators with a blocking or an async driver, so a rule fixed here is fixed in both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from functools import partial
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection
+from sqlalchemy import exc as sa_exc
+
+from chatledger import round_trip
+from chatledger.append_plan import utcnow
+from chatledger.budgets import Budget, Spend
+from chatledger.config import LedgerConfig, check_id, dump_json
+from chatledger.effects import Op, Send, Summarize, reading, writing
+from chatledger.errors import (
+    ConversationExistsError,
+    ConversationNotFoundError,
+    InvalidArgumentError,
+    StorageError,
+)
+from chatledger.handle import Batch, Handle, check_key, check_metadata_list, check_range
+from chatledger.params import validate_params
+from chatledger.round_trip import Recorded
+from chatledger.rows import (
+    Appended,
+    ConversationInfo,
+    Loaded,
+    StoredMessage,
+    UsageRecord,
+    UsageTotals,
+)
+from chatledger.store import conversations as conv_store
+from chatledger.store import maintenance, usage
+from chatledger.store import messages as msg_store
+from chatledger.store.windows import save_summary, window_snapshot
+from chatledger.window import FoldRequest, Plan, StrategyArg, Window, WindowJob, plan_window
+
+__all__ = [
+    "ChatOutcome",
+    "append",
+    "chat",
+    "count_tokens",
+    "create",
+    "delete",
+    "get",
+    "get_or_create",
+    "read",
+    "record",
+    "refresh",
+    "request",
+    "update",
+    "window",
+]
+
+T = TypeVar("T")
+Tools = Sequence[Mapping[str, Any]] | None
+_RETRIES = 3
+
+
+# --- conversations: writes ------------------------------------------------------------------
+
+
+def _locked_write(
+    h: Handle,
+    items: Sequence[object],
+    metas: Any,
+    status: str | None,
+    body: Callable[[Batch], Callable[[Connection], T]],
+) -> Op[T]:
+    """Run a write of ``items`` under the conversation lock, retrying when the handle was
+    stale (another worker appended, or changed the model) or the fast path met a reused
+    idempotency key (the locked path then replays or refuses it)."""
+    fast = True
+    for _ in range(_RETRIES):
+        batch = h.batch(items, metas, status, fast)
+        try:
+            return (yield from writing(body(batch)))
+        except msg_store.Stale:
+            yield from refresh(h)
+        except sa_exc.IntegrityError:
+            if not fast:
+                raise
+            fast = False
+    raise StorageError("the conversation's model kept changing during the write; retry")
+
+
+def append(
+    h: Handle,
+    items: Sequence[object],
+    metadata: Sequence[Mapping[str, Any] | None] | None,
+    key: str | None,
+) -> Op[list[StoredMessage]]:
+    """Store ``items`` at the end, atomically (``append`` is a batch of one)."""
+    check_key(key)
+    metas = check_metadata_list(items, metadata)
+    if not items:
+        return []
+
+    def body(b: Batch) -> Callable[[Connection], Appended]:
+        return lambda c: msg_store.append(
+            c, h.pk, h.id, b.profile, b.counted_against, b.prepared, key, b.seen
+        )
+
+    done = yield from _locked_write(h, items, metas, None, body)
+    return h.after_write(done)
+
+
+def record(
+    h: Handle,
+    completion: object,
+    choice: int,
+    key: str | None,
+    metadata: Mapping[str, Any] | None,
+    prompt_tokens: int | None,
+) -> Op[Recorded]:
+    """Store a response's chosen message and its usage row in one transaction; a response
+    is recorded once (its id is the idempotency key)."""
+    reply = round_trip.parse_reply(completion, choice, h.counter, prompt_tokens)
+    key = round_trip.record_key(reply, key)
+    check_key(key)
+    values = round_trip.usage_values(h.config, reply, h.model)
+    items = [reply.message] if reply.message is not None else []
+
+    def body(b: Batch) -> Callable[[Connection], tuple[Appended | None, UsageRecord]]:
+        def run(c: Connection) -> tuple[Appended | None, UsageRecord]:
+            done: Appended | None = None
+            if items:
+                done = msg_store.append(
+                    c, h.pk, h.id, b.profile, b.counted_against, b.prepared, key, b.seen
+                )
+            else:
+                conv_store.lock_conversation(c, h.pk, h.id)
+            if key is not None and (done is None or done.replayed):
+                existing = usage.find_usage(c, h.pk, key)
+                if existing is not None:
+                    return done, existing
+            seq = done.stored[-1].seq if done is not None else None
+            return done, usage.insert_usage(c, h.pk, seq, values, key)
+
+        return run
+
+    done, used = yield from _locked_write(h, items, [metadata], reply.status, body)
+    message = h.after_write(done)[0] if done is not None else None
+    return Recorded(message, used)
+
+
+def update(
+    h: Handle, model: str | None, title: str | None, metadata: Mapping[str, Any] | None
+) -> Op[ConversationInfo]:
+    """Change the title, metadata or model; a model that counts differently has every stored
+    count redone, decided on the row itself (not on what a stale handle saw)."""
+    values: dict[str, Any] = {}
+    if title is not None:
+        if not isinstance(title, str) or len(title) > 1024 or "\x00" in title:
+            raise InvalidArgumentError("title", "must be a string of at most 1024 characters")
+        values["title"] = title
+    if metadata is not None:
+        values["meta"] = dump_json(metadata, "metadata")
+    counter = None if model is None else h.config.counter(h.config.check_model(model))
+
+    def run(c: Connection) -> Loaded:
+        conv_store.lock_conversation(c, h.pk, h.id)
+        if counter is not None:
+            row = conv_store.load_conversation(c, h.pk, h.id)
+            if counter.profile != row.token_profile:
+                msg_store.recount(c, h.pk, counter)
+            values.update(
+                model=counter.model, encoding=counter.encoding_name, token_profile=counter.profile
+            )
+        return conv_store.update_conversation(c, h.pk, values, h.id)
+
+    return h.load((yield from writing(run)))
+
+
+def delete(h: Handle) -> Op[None]:
+    yield from writing(lambda c: conv_store.delete_conversation(c, h.pk, h.id))
+
+
+# --- conversations: reads -------------------------------------------------------------------
+
+
+def refresh(h: Handle) -> Op[ConversationInfo]:
+    """Read the handle's own conversation row again."""
+    return h.load((yield from reading(lambda c: conv_store.load_conversation(c, h.pk, h.id))))
+
+
+def _loaded_then(h: Handle, then: Callable[[Connection], T]) -> Callable[[Connection], T]:
+    """A read that first proves the conversation still exists (and refreshes the handle)."""
+
+    def run(c: Connection) -> T:
+        h.load(conv_store.load_conversation(c, h.pk, h.id))
+        return then(c)
+
+    return run
+
+
+def read(
+    h: Handle, start: int | None, stop: int | None, limit: int | None, newest: bool = False
+) -> Op[list[StoredMessage]]:
+    """Stored messages with ``start <= seq < stop``; ``newest`` takes the last ``limit``."""
+    check_range(start, stop, limit)
+    pk = h.pk
+    body = _loaded_then(h, lambda c: msg_store.read_messages(c, pk, start, stop, limit, newest))
+    return (yield from reading(body))
+
+
+def count_tokens(h: Handle, tools: Tools) -> Op[int]:
+    """Prompt tokens of a request carrying the whole history, from stored totals."""
+    pk = h.pk
+    system = yield from reading(
+        _loaded_then(h, lambda c: msg_store.first_system_text(c, pk) if tools else None)
+    )
+    return h.info.token_total + h.counter.priming + h.counter.tools(tools, system=system)
+
+
+def usage_totals(h: Handle, since: datetime | None, until: datetime | None) -> Op[UsageTotals]:
+    pk = h.pk
+    return (
+        yield from reading(_loaded_then(h, lambda c: usage.usage_totals(c, pk, None, since, until)))
+    )
+
+
+def usage_records(h: Handle, limit: int | None) -> Op[list[UsageRecord]]:
+    check_range(None, None, limit)
+    pk = h.pk
+    return (yield from reading(_loaded_then(h, lambda c: usage.usage_records(c, pk, limit))))
+
+
+# --- windows and the round trip ---------------------------------------------------------------
+
+
+def window(
+    h: Handle, strategy: StrategyArg, tools: Tools, tool_choice: Any, reserve: int
+) -> Op[Window]:
+    """This turn's window: one consistent snapshot (the model and every count it uses come
+    from the same read), folds where a folding strategy asks, then the tail if not read yet."""
+    job = WindowJob.start(strategy, h.counter, tools, tool_choice, reserve)
+    pk, shown = h.pk, h.id
+    snap = yield from reading(
+        lambda c: window_snapshot(c, pk, shown, job.lookback, job.with_summary)
+    )
+    h.load(snap.loaded)
+    job.counter = h.counter  # the snapshot's model, even if another worker just changed it
+    view = job.view(snap, h.id)
+    steps = plan_window(job.chain, view, snap.summary, job.counter)
+    try:
+        req = next(steps)
+        while True:
+            req = steps.send((yield from _fold(h, req)))
+    except StopIteration as stop:
+        plan: Plan = stop.value
+    rows = snap.rows_read
+    tail = snap.tail(plan.start)
+    if tail is None:
+        last = snap.loaded.info.last_seq
+        tail = yield from reading(
+            lambda c: msg_store.read_messages(c, pk, plan.start, last + 1, None)
+        )
+        rows += len(tail)
+    return job.result(snap, view, plan, tail, rows)
+
+
+def _fold(h: Handle, req: FoldRequest) -> Op[tuple[int, str] | None]:
+    """Summarise one fold and store it; None when the summarizer failed."""
+    pk, shown = h.pk, h.id
+    recs = yield from reading(
+        lambda c: msg_store.read_messages(c, pk, req.from_seq, req.upto_seq + 1, None)
+    )
+    text = yield Summarize(req, [r.message for r in recs], h.id)
+    if text is None:
+        return None
+    tokens = h.counter.message(req.strategy.summary_message(text))
+    model = getattr(req.strategy.summarizer, "model", None)
+    name = model[:128] if isinstance(model, str) else None
+    yield from writing(lambda c: save_summary(c, pk, shown, req.upto_seq, text, tokens, name))
+    return req.upto_seq, text
+
+
+def request(
+    h: Handle, strategy: StrategyArg, tools: Tools, budget: Any, params: Mapping[str, Any]
+) -> Op[tuple[dict[str, Any], int]]:
+    """The kwargs for ``chat.completions.create`` and their prompt tokens: parameters checked
+    first, the window with room for the completion, then every budget in one read."""
+    checked = round_trip.request_params(h.model, tools, params)
+    guards = round_trip.budgets_for(h.config, budget)
+    room = round_trip.completion_room(checked)
+    w = yield from window(h, strategy, tools, checked.get("tool_choice"), room)
+    validate_params(checked, messages=w.messages)
+    if guards:
+        needed = round_trip.needed_spend(h.config, checked["model"], w.prompt_tokens, room)
+        scopes = [_scope(h, g) for g in guards]
+        now = utcnow()
+
+        def spent(c: Connection) -> list[UsageTotals]:
+            return [usage.usage_totals(c, pk, owner, g.since(now), None) for g, pk, owner in scopes]
+
+        for (guard, _, _), t in zip(scopes, (yield from reading(spent)), strict=True):
+            subject = f"owner {h.owner!r}" if guard.scope == "owner" else f"conversation {h.id!r}"
+            guard.check(Spend(t.total_tokens, t.cost_micros), needed, subject=subject)
+    return {**checked, "messages": w.messages}, w.prompt_tokens
+
+
+def _scope(h: Handle, guard: Budget) -> tuple[Budget, int | None, str | None]:
+    if guard.scope == "owner":
+        if h.owner is None:
+            raise InvalidArgumentError("budget", "an owner budget needs a conversation owner")
+        return guard, None, h.owner
+    return guard, h.pk, None
+
+
+class ChatOutcome:
+    """What ``chat`` did: the response, whether it is a stream to wrap, its prompt count."""
+
+    __slots__ = ("prompt_tokens", "response", "stream")
+
+    def __init__(self, response: Any, stream: bool, prompt_tokens: int) -> None:
+        self.response, self.stream, self.prompt_tokens = response, stream, prompt_tokens
+
+
+def chat(
+    h: Handle,
+    client: Any,
+    message: object | None,
+    strategy: StrategyArg,
+    tools: Tools,
+    budget: Any,
+    choice: int,
+    params: Mapping[str, Any],
+) -> Op[ChatOutcome]:
+    """One turn: append the message, request, send, and record (a stream records itself)."""
+    if message is not None:
+        yield from append(h, [round_trip.user_message(message)], None, None)
+    kwargs, prompt = yield from request(h, strategy, tools, budget, params)
+    response = yield Send(client, kwargs)
+    streaming = bool(kwargs.get("stream"))
+    if not streaming:
+        yield from record(h, response, choice, None, None, prompt)
+    return ChatOutcome(response, streaming, prompt)
+
+
+# --- the ledger ---------------------------------------------------------------------------------
+
+
+def _opening(system: str | None) -> list[object]:
+    return [] if system is None else [{"role": "system", "content": system}]
+
+
+def create(
+    config: LedgerConfig,
+    cid: str | None,
+    owner: str | None,
+    model: str | None,
+    system: str | None,
+    title: str | None,
+    metadata: Mapping[str, Any] | None,
+) -> Op[Loaded]:
+    """Insert a conversation and its opening system message in one transaction."""
+    new = config.new_conversation(cid, owner, model, title, metadata)
+    first, _ = config.prepare(_opening(system), config.counter(new.model))
+
+    def run(c: Connection) -> Loaded:
+        pk = conv_store.insert_conversation(c, new)
+        if first:
+            msg_store.append(c, pk, new.id, new.token_profile, False, first, None)
+        return conv_store.load_conversation(c, pk, new.id)
+
+    try:
+        return (yield from writing(run))
+    except sa_exc.IntegrityError:
+        raise ConversationExistsError(new.id) from None
+
+
+def get(cid: str, owner: str | None) -> Op[Loaded]:
+    check_id(cid, "id")
+    if owner is not None:
+        check_id(owner, "owner")
+    return (yield from reading(lambda c: conv_store.find_conversation(c, cid, owner)))
+
+
+def get_or_create(
+    config: LedgerConfig,
+    cid: str | None,
+    owner: str | None,
+    model: str | None,
+    system: str | None,
+    title: str | None,
+    metadata: Mapping[str, Any] | None,
+) -> Op[Loaded]:
+    """The conversation ``cid``, created as described if it does not exist; an existing one
+    is returned as stored, like ``dict.setdefault``."""
+    if cid is not None:
+        try:
+            return (yield from get(cid, owner))
+        except ConversationNotFoundError:
+            pass
+    try:
+        return (yield from create(config, cid, owner, model, system, title, metadata))
+    except ConversationExistsError:
+        if cid is None:
+            raise
+        return (yield from get(cid, owner))  # created by another worker since we looked
+
+
+def delete_by_id(cid: str, owner: str | None) -> Op[None]:
+    loaded = yield from get(cid, owner)
+    yield from writing(lambda c: conv_store.delete_conversation(c, loaded.pk, cid))
+
+
+def rotate_encryption(batch: int) -> Op[int]:
+    """Re-encrypt every stored value with the newest key, a bounded batch per transaction."""
+    done = 0
+    for table in maintenance.ENCRYPTED_TABLES:
+        after: tuple[Any, ...] | None = None
+        while True:
+            step = partial(maintenance.rotate_batch, name=table, after=after, batch=batch)
+            n, after = yield from writing(step)
+            done += n
+            if n < batch:
+                break
+    return done
+
+
+def list_conversations(owner: str | None, limit: int, offset: int) -> Op[list[ConversationInfo]]:
+    rows = yield from reading(lambda c: conv_store.list_conversations(c, owner, limit, offset))
+    return [r.info for r in rows]
+
+
+def delete_owner(owner: str) -> Op[int]:
+    check_id(owner, "owner")
+    return (yield from writing(lambda c: conv_store.delete_owner(c, owner)))
+
+
+def delete_idle(cutoff: datetime, owner: str | None) -> Op[int]:
+    return (yield from writing(lambda c: maintenance.delete_idle(c, cutoff, owner)))
+
+
+def ledger_usage(
+    owner: str | None, since: datetime | None, until: datetime | None
+) -> Op[UsageTotals]:
+    return (yield from reading(lambda c: usage.usage_totals(c, None, owner, since, until)))

@@ -1,0 +1,149 @@
+"""Rows to values: one mapper per record type, and the codec each connection carries."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from chatledger.encryption import PLAIN, Codec
+from chatledger.rows import ConversationInfo, Loaded, StoredMessage, UsageRecord
+from chatledger.store.schema import completions, conversations, messages
+from chatledger.tool_state import ToolCallState
+
+__all__ = [
+    "CONVERSATION_COLUMNS",
+    "MESSAGE_COLUMNS",
+    "USAGE_COLUMNS",
+    "codec_of",
+    "to_loaded",
+    "to_message",
+    "to_usage",
+]
+
+_m = messages.c
+#: the columns ``to_message`` reads, in its order
+MESSAGE_COLUMNS = (
+    _m.seq,
+    _m.role,
+    _m.data,
+    _m.tokens,
+    _m.cum_tokens,
+    _m.round_seq,
+    _m.created_at,
+    _m.status,
+    _m.meta,
+    _m.idempotency_key,
+)
+_c = conversations.c
+CONVERSATION_COLUMNS = (
+    _c.pk,
+    _c.id,
+    _c.owner,
+    _c.model,
+    _c.encoding,
+    _c.token_profile,
+    _c.title,
+    _c.meta,
+    _c.created_at,
+    _c.updated_at,
+    _c.message_count,
+    _c.token_total,
+    _c.last_seq,
+    _c.prefix_seq,
+    _c.last_round_seq,
+    _c.tool_state,
+)
+_u = completions.c
+USAGE_COLUMNS = (
+    _u.message_seq,
+    _u.model,
+    _u.response_id,
+    _u.system_fingerprint,
+    _u.finish_reason,
+    _u.prompt_tokens,
+    _u.completion_tokens,
+    _u.cached_tokens,
+    _u.reasoning_tokens,
+    _u.cost_micros,
+    _u.created_at,
+    _u.meta,
+)
+
+
+def codec_of(conn: Connection) -> Codec:
+    """The ledger's codec (encryption at rest, or none), carried by its engine's options."""
+    codec = conn.get_execution_options().get("chatledger_codec", PLAIN)
+    assert isinstance(codec, Codec)
+    return codec
+
+
+def _aware(dt: datetime) -> datetime:
+    """SQLite and MySQL hand back naive datetimes; they were written as UTC."""
+    return dt if dt.tzinfo is not None else dt.replace(tzinfo=UTC)
+
+
+def _json(codec: Codec, text: str | None) -> Any:
+    return None if text is None else json.loads(codec.decode(text))
+
+
+def to_message(r: Any, codec: Codec) -> StoredMessage:
+    """A row of ``MESSAGE_COLUMNS`` as a :class:`StoredMessage`."""
+    seq, role, data, tokens, cum, round_seq, created_at, status, meta, key = r
+    return StoredMessage(
+        seq=seq,
+        role=role,
+        message=json.loads(codec.decode(data)),
+        tokens=tokens,
+        cumulative_tokens=cum,
+        round_seq=round_seq,
+        created_at=_aware(created_at),
+        status=status,
+        metadata=_json(codec, meta),
+        idempotency_key=key,
+    )
+
+
+def to_loaded(r: Any, codec: Codec) -> Loaded:
+    """A row of ``CONVERSATION_COLUMNS`` as the :class:`Loaded` state a handle keeps."""
+    (pk, cid, owner, model, encoding, profile, title, meta, created, updated) = r[:10]
+    count, total, last_seq, prefix_seq, last_round_seq, tool_state = r[10:]
+    info = ConversationInfo(
+        id=cid,
+        owner=owner,
+        model=model,
+        encoding=encoding,
+        title=title,
+        metadata=_json(codec, meta),
+        created_at=_aware(created),
+        updated_at=_aware(updated),
+        message_count=count,
+        token_total=total,
+        last_seq=last_seq,
+        prefix_seq=prefix_seq,
+        last_round_seq=last_round_seq,
+        pending_tool_calls=tuple(ToolCallState.from_json(tool_state).pending),
+    )
+    return Loaded(pk, info, tool_state, profile)
+
+
+def to_usage(r: Any, codec: Codec) -> UsageRecord:
+    """A row of ``USAGE_COLUMNS`` as a :class:`UsageRecord`."""
+    seq, model, rid, fingerprint, finish, prompt, completion, cached, reasoning, cost = r[:10]
+    created_at, meta = r[10:]
+    return UsageRecord(
+        seq,
+        model,
+        rid,
+        fingerprint,
+        finish,
+        prompt,
+        completion,
+        cached,
+        reasoning,
+        cost,
+        _aware(created_at),
+        _json(codec, meta),
+    )
