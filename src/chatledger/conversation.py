@@ -72,38 +72,31 @@ class _Shell:
         return f"<{type(self).__name__} id={self.id!r} owner={self.owner!r} model={self.model!r}>"
 
 
+# fmt: off
 class Conversation(_Shell):
     """A stored conversation, used from synchronous code. Get one from :class:`Ledger`."""
 
     def __init__(self, driver: SyncDriver, handle: Handle) -> None:
         self._run, self._h = driver.run, handle
 
-    def append(
-        self, message: object, *, metadata: Meta = None, idempotency_key: str | None = None
-    ) -> StoredMessage:
+    def append(self, message: object, *, metadata: Meta = None,
+            idempotency_key: str | None = None) -> StoredMessage:
         """Store one message at the end; returns it with its seq and token counts."""
         return self._run(op.append(self._h, [message], [metadata], idempotency_key))[0]
 
-    def extend(
-        self,
-        messages: Iterable[object],
-        *,
-        metadata: Metas = None,
-        idempotency_key: str | None = None,
-    ) -> list[StoredMessage]:
+    def extend(self, messages: Iterable[object], *, metadata: Metas = None,
+            idempotency_key: str | None = None) -> list[StoredMessage]:
         """Store several messages atomically: all of them, in order, or none. ``metadata``,
         when given, holds one entry (or None) per message."""
         return self._run(op.append(self._h, list(messages), metadata, idempotency_key))
 
-    def records(
-        self, *, start: int | None = None, stop: int | None = None, limit: int | None = None
-    ) -> list[StoredMessage]:
+    def records(self, *, start: int | None = None, stop: int | None = None,
+            limit: int | None = None) -> list[StoredMessage]:
         """Stored messages with ``start <= seq < stop`` (seq counts from 1), oldest first."""
         return self._run(op.read(self._h, start, stop, limit))
 
-    def messages(
-        self, *, start: int | None = None, stop: int | None = None, limit: int | None = None
-    ) -> list[dict[str, Any]]:
+    def messages(self, *, start: int | None = None, stop: int | None = None,
+            limit: int | None = None) -> list[dict[str, Any]]:
         """The history (or a seq range of it) as API-ready dicts, oldest first."""
         return [r.message for r in self._run(op.read(self._h, start, stop, limit))]
 
@@ -116,34 +109,15 @@ class Conversation(_Shell):
         return self._run(op.count_tokens(self._h, tools))
 
     @overload
-    def window(
-        self,
-        strategy: StrategyArg = None,
-        *,
-        tools: Tools = None,
-        tool_choice: Any = None,
-        reserve: int = 0,
-        explain: Literal[False] = False,
-    ) -> list[dict[str, Any]]: ...
+    def window(self, strategy: StrategyArg = None, *, tools: Tools = None,
+            tool_choice: Any = None, reserve: int = 0, explain: Literal[False] = False
+        ) -> list[dict[str, Any]]: ...
     @overload
-    def window(
-        self,
-        strategy: StrategyArg = None,
-        *,
-        tools: Tools = None,
-        tool_choice: Any = None,
-        reserve: int = 0,
-        explain: Literal[True],
-    ) -> Window: ...
-    def window(
-        self,
-        strategy: StrategyArg = None,
-        *,
-        tools: Tools = None,
-        tool_choice: Any = None,
-        reserve: int = 0,
-        explain: bool = False,
-    ) -> list[dict[str, Any]] | Window:
+    def window(self, strategy: StrategyArg = None, *, tools: Tools = None,
+            tool_choice: Any = None, reserve: int = 0, explain: Literal[True]) -> Window: ...
+    def window(self, strategy: StrategyArg = None, *, tools: Tools = None,
+            tool_choice: Any = None, reserve: int = 0, explain: bool = False
+            ) -> list[dict[str, Any]] | Window:
         """The ``messages`` to send this turn: valid for the API and within the strategy's
         budget, reading only the newest part of the history it needs.
 
@@ -155,14 +129,8 @@ class Conversation(_Shell):
         w = self._run(op.window(self._h, strategy, tools, tool_choice, reserve))
         return w if explain else w.messages
 
-    def request(
-        self,
-        strategy: StrategyArg = None,
-        *,
-        tools: Tools = None,
-        budget: Budgets = None,
-        **params: Any,
-    ) -> dict[str, Any]:
+    def request(self, strategy: StrategyArg = None, *, tools: Tools = None,
+            budget: Budgets = None, **params: Any) -> dict[str, Any]:
         """The keyword arguments for ``client.chat.completions.create(**kwargs)``.
 
         ``messages`` is this turn's window, with room left for ``max_tokens`` /
@@ -172,15 +140,8 @@ class Conversation(_Shell):
         """
         return self._run(op.request(self._h, strategy, tools, budget, params))[0]
 
-    def record(
-        self,
-        completion: object,
-        *,
-        choice: int = 0,
-        idempotency_key: str | None = None,
-        metadata: Meta = None,
-        prompt_tokens: int | None = None,
-    ) -> Recorded:
+    def record(self, completion: object, *, choice: int = 0, idempotency_key: str | None = None,
+            metadata: Meta = None, prompt_tokens: int | None = None) -> Recorded:
         """Store a response: choice ``choice``'s message (cut off, filtered or incomplete
         replies are marked in its ``status``) and the usage row with every choice and its
         cost. Recording the same response twice stores it once (its id is the key)."""
@@ -188,9 +149,8 @@ class Conversation(_Shell):
             op.record(self._h, completion, choice, idempotency_key, metadata, prompt_tokens)
         )
 
-    def stream(
-        self, stream: Any, *, choice: int = 0, prompt_tokens: int | None = None
-    ) -> StreamRecorder:
+    def stream(self, stream: Any, *, choice: int = 0,
+            prompt_tokens: int | None = None) -> StreamRecorder:
         """Wrap a ``stream=True`` response: iterate it to pass the chunks on; the reply is
         recorded when the stream ends, or what arrived (marked incomplete) when it breaks."""
 
@@ -201,17 +161,8 @@ class Conversation(_Shell):
 
         return StreamRecorder(stream, finish)
 
-    def chat(
-        self,
-        client: Any,
-        message: object | None = None,
-        *,
-        strategy: StrategyArg = None,
-        tools: Tools = None,
-        budget: Budgets = None,
-        choice: int = 0,
-        **params: Any,
-    ) -> Any:
+    def chat(self, client: Any, message: object | None = None, *, strategy: StrategyArg = None,
+            tools: Tools = None, budget: Budgets = None, choice: int = 0, **params: Any) -> Any:
         """One turn: append ``message`` (text means a user message), build the request, send it
         with ``client`` (an ``openai.OpenAI``), record the reply and return the response. With
         ``stream=True`` it returns a :class:`StreamRecorder` to iterate."""
@@ -232,9 +183,8 @@ class Conversation(_Shell):
         """Read the conversation's row again (another worker may have written since)."""
         return self._run(op.refresh(self._h))
 
-    def update(
-        self, *, model: str | None = None, title: str | None = None, metadata: Meta = None
-    ) -> ConversationInfo:
+    def update(self, *, model: str | None = None, title: str | None = None,
+            metadata: Meta = None) -> ConversationInfo:
         """Change the title, metadata or model. A model that counts tokens differently has
         every stored message re-counted, once, in the same transaction."""
         return self._run(op.update(self._h, model, title, metadata))
@@ -250,31 +200,23 @@ class AsyncConversation(_Shell):
     def __init__(self, driver: AsyncDriver, handle: Handle) -> None:
         self._run, self._h = driver.run, handle
 
-    async def append(
-        self, message: object, *, metadata: Meta = None, idempotency_key: str | None = None
-    ) -> StoredMessage:
+    async def append(self, message: object, *, metadata: Meta = None,
+            idempotency_key: str | None = None) -> StoredMessage:
         """Async :meth:`Conversation.append`."""
         return (await self._run(op.append(self._h, [message], [metadata], idempotency_key)))[0]
 
-    async def extend(
-        self,
-        messages: Iterable[object],
-        *,
-        metadata: Metas = None,
-        idempotency_key: str | None = None,
-    ) -> list[StoredMessage]:
+    async def extend(self, messages: Iterable[object], *, metadata: Metas = None,
+            idempotency_key: str | None = None) -> list[StoredMessage]:
         """Async :meth:`Conversation.extend`."""
         return await self._run(op.append(self._h, list(messages), metadata, idempotency_key))
 
-    async def records(
-        self, *, start: int | None = None, stop: int | None = None, limit: int | None = None
-    ) -> list[StoredMessage]:
+    async def records(self, *, start: int | None = None, stop: int | None = None,
+            limit: int | None = None) -> list[StoredMessage]:
         """Async :meth:`Conversation.records`."""
         return await self._run(op.read(self._h, start, stop, limit))
 
-    async def messages(
-        self, *, start: int | None = None, stop: int | None = None, limit: int | None = None
-    ) -> list[dict[str, Any]]:
+    async def messages(self, *, start: int | None = None, stop: int | None = None,
+            limit: int | None = None) -> list[dict[str, Any]]:
         """Async :meth:`Conversation.messages`."""
         return [r.message for r in await self._run(op.read(self._h, start, stop, limit))]
 
@@ -287,66 +229,34 @@ class AsyncConversation(_Shell):
         return await self._run(op.count_tokens(self._h, tools))
 
     @overload
-    async def window(
-        self,
-        strategy: StrategyArg = None,
-        *,
-        tools: Tools = None,
-        tool_choice: Any = None,
-        reserve: int = 0,
-        explain: Literal[False] = False,
-    ) -> list[dict[str, Any]]: ...
+    async def window(self, strategy: StrategyArg = None, *, tools: Tools = None,
+            tool_choice: Any = None, reserve: int = 0, explain: Literal[False] = False
+        ) -> list[dict[str, Any]]: ...
     @overload
-    async def window(
-        self,
-        strategy: StrategyArg = None,
-        *,
-        tools: Tools = None,
-        tool_choice: Any = None,
-        reserve: int = 0,
-        explain: Literal[True],
-    ) -> Window: ...
-    async def window(
-        self,
-        strategy: StrategyArg = None,
-        *,
-        tools: Tools = None,
-        tool_choice: Any = None,
-        reserve: int = 0,
-        explain: bool = False,
-    ) -> list[dict[str, Any]] | Window:
+    async def window(self, strategy: StrategyArg = None, *, tools: Tools = None,
+            tool_choice: Any = None, reserve: int = 0, explain: Literal[True]) -> Window: ...
+    async def window(self, strategy: StrategyArg = None, *, tools: Tools = None,
+            tool_choice: Any = None, reserve: int = 0, explain: bool = False
+            ) -> list[dict[str, Any]] | Window:
         """Async :meth:`Conversation.window`."""
         w = await self._run(op.window(self._h, strategy, tools, tool_choice, reserve))
         return w if explain else w.messages
 
-    async def request(
-        self,
-        strategy: StrategyArg = None,
-        *,
-        tools: Tools = None,
-        budget: Budgets = None,
-        **params: Any,
-    ) -> dict[str, Any]:
+    async def request(self, strategy: StrategyArg = None, *, tools: Tools = None,
+            budget: Budgets = None, **params: Any) -> dict[str, Any]:
         """Async :meth:`Conversation.request` (for ``await client.chat.completions.create``)."""
         return (await self._run(op.request(self._h, strategy, tools, budget, params)))[0]
 
-    async def record(
-        self,
-        completion: object,
-        *,
-        choice: int = 0,
-        idempotency_key: str | None = None,
-        metadata: Meta = None,
-        prompt_tokens: int | None = None,
-    ) -> Recorded:
+    async def record(self, completion: object, *, choice: int = 0,
+            idempotency_key: str | None = None, metadata: Meta = None,
+            prompt_tokens: int | None = None) -> Recorded:
         """Async :meth:`Conversation.record`."""
         return await self._run(
             op.record(self._h, completion, choice, idempotency_key, metadata, prompt_tokens)
         )
 
-    def stream(
-        self, stream: Any, *, choice: int = 0, prompt_tokens: int | None = None
-    ) -> AsyncStreamRecorder:
+    def stream(self, stream: Any, *, choice: int = 0,
+            prompt_tokens: int | None = None) -> AsyncStreamRecorder:
         """Wrap an async ``stream=True`` response (see :meth:`Conversation.stream`)."""
 
         async def finish(completion: dict[str, Any], broken: bool) -> Recorded | None:
@@ -356,17 +266,9 @@ class AsyncConversation(_Shell):
 
         return AsyncStreamRecorder(stream, finish)
 
-    async def chat(
-        self,
-        client: Any,
-        message: object | None = None,
-        *,
-        strategy: StrategyArg = None,
-        tools: Tools = None,
-        budget: Budgets = None,
-        choice: int = 0,
-        **params: Any,
-    ) -> Any:
+    async def chat(self, client: Any, message: object | None = None, *,
+            strategy: StrategyArg = None, tools: Tools = None, budget: Budgets = None,
+            choice: int = 0, **params: Any) -> Any:
         """Async :meth:`Conversation.chat`, with an ``openai.AsyncOpenAI`` client."""
         turn = op.chat(self._h, client, message, strategy, tools, budget, choice, params)
         out = await self._run(turn)
@@ -374,9 +276,8 @@ class AsyncConversation(_Shell):
             return self.stream(out.response, choice=choice, prompt_tokens=out.prompt_tokens)
         return out.response
 
-    async def usage(
-        self, *, since: datetime | None = None, until: datetime | None = None
-    ) -> UsageTotals:
+    async def usage(self, *, since: datetime | None = None,
+            until: datetime | None = None) -> UsageTotals:
         """Async :meth:`Conversation.usage`."""
         return await self._run(op.usage_totals(self._h, since, until))
 
@@ -388,12 +289,12 @@ class AsyncConversation(_Shell):
         """Async :meth:`Conversation.refresh`."""
         return await self._run(op.refresh(self._h))
 
-    async def update(
-        self, *, model: str | None = None, title: str | None = None, metadata: Meta = None
-    ) -> ConversationInfo:
+    async def update(self, *, model: str | None = None, title: str | None = None,
+            metadata: Meta = None) -> ConversationInfo:
         """Async :meth:`Conversation.update`."""
         return await self._run(op.update(self._h, model, title, metadata))
 
     async def delete(self) -> None:
         """Async :meth:`Conversation.delete`."""
         await self._run(op.delete(self._h))
+# fmt: on

@@ -46,12 +46,28 @@ def db_errors() -> Iterator[None]:
         raise StorageError(f"database state changed during the call: {exc}") from exc
 
 
-def _step(op: Op[T], value: Any, error: BaseException | None) -> tuple[bool, Any]:
-    """Advance ``op``: (True, result) when it finished, else (False, next effect)."""
-    try:
-        return False, (op.throw(error) if error is not None else op.send(value))
-    except StopIteration as stop:
-        return True, stop.value
+class _Stepper:
+    """Advances an operation: sends results in, throws failures in, keeps its outcome."""
+
+    __slots__ = ("done", "effect", "op", "result")
+
+    def __init__(self, op: Op[Any]) -> None:
+        self.op, self.done = op, False
+        self.result: Any = None
+        self.effect: Any = None
+        self.send(None)
+
+    def send(self, value: Any) -> None:
+        try:
+            self.effect = self.op.send(value)
+        except StopIteration as stop:
+            self.done, self.result = True, stop.value
+
+    def throw(self, error: Exception) -> None:
+        try:
+            self.effect = self.op.throw(error)
+        except StopIteration as stop:
+            self.done, self.result = True, stop.value
 
 
 def _failed(req: FoldRequest, cid: str, why: object) -> None:
@@ -100,18 +116,17 @@ class SyncDriver:
 
     def run(self, op: Op[T]) -> T:
         self.ensure_schema()
-        value: Any = None
-        error: BaseException | None = None
         with db_errors():
-            while True:
-                done, got = _step(op, value, error)
-                if done:
-                    return got  # type: ignore[no-any-return]
-                value, error = None, None
+            step = _Stepper(op)
+            while not step.done:
                 try:
-                    value = self._perform(got)
-                except Exception as exc:
-                    error = exc
+                    value = self._perform(step.effect)
+                except Exception as exc:  # the operation decides: retry, replay or re-raise
+                    step.throw(exc)
+                else:
+                    step.send(value)
+        result: T = step.result
+        return result
 
     def _perform(self, effect: Effect) -> Any:
         if isinstance(effect, Read):
@@ -181,18 +196,17 @@ class AsyncDriver:
 
     async def run(self, op: Op[T]) -> T:
         await self.ensure_schema()
-        value: Any = None
-        error: BaseException | None = None
         with db_errors():
-            while True:
-                done, got = _step(op, value, error)
-                if done:
-                    return got  # type: ignore[no-any-return]
-                value, error = None, None
+            step = _Stepper(op)
+            while not step.done:
                 try:
-                    value = await self._perform(got)
+                    value = await self._perform(step.effect)
                 except Exception as exc:
-                    error = exc
+                    step.throw(exc)
+                else:
+                    step.send(value)
+        result: T = step.result
+        return result
 
     async def _perform(self, effect: Effect) -> Any:
         if isinstance(effect, Read):

@@ -8,10 +8,10 @@ state beyond its settings, so one ledger serves every request and worker thread.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Generic, Self, TypeVar, cast
 
 from sqlalchemy import URL, Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -60,46 +60,29 @@ def _check_page(limit: int, offset: int) -> None:
         raise InvalidArgumentError("offset", "must be a non-negative integer")
 
 
-def _settings(
-    default_model: str,
-    max_message_bytes: int,
-    prices: PriceTable | None,
-    budgets: Sequence[Budget],
-    encryption: Codec | None,
-) -> tuple[LedgerConfig, Codec]:
-    config = LedgerConfig(
-        default_model,
-        max_message_bytes,
-        prices if prices is not None else PriceTable.default(),
-        tuple(budgets),
-    )
-    config.check_model(default_model)
-    return config, _check_codec(encryption)
+E = TypeVar("E", Engine, AsyncEngine)
 
 
-class _Shell:
-    """What both twins answer without I/O."""
-
-    _config: LedgerConfig
-
-    @property
-    def prices(self) -> PriceTable:
-        """The price table costs are computed with."""
-        return self._config.prices
-
-
-class Ledger(_Shell):
-    """Durable conversations in any SQLAlchemy database, used from synchronous code.
+class _Shell(Generic[E]):
+    """What both twins share: construction from settings, and what needs no I/O.
 
     ``url`` is a SQLAlchemy URL (``sqlite:///chat.db``, ``postgresql://...``,
-    ``mysql://...``) or an ``Engine`` you already have. ``create_tables`` creates the schema if
-    it is missing; with it off, a database without the schema is an error, as in production
-    where migrations own the schema.
+    ``mysql://...``) or an engine you already have (an ``Engine`` for :class:`Ledger`, an
+    ``AsyncEngine`` for :class:`AsyncLedger`). ``create_tables`` creates the schema if it is
+    missing; with it off, a database without the schema is an error, as in production where
+    migrations own the schema. Other keyword arguments go to the engine a URL makes.
     """
+
+    _engine_type: ClassVar[type]
+    _make_engine: ClassVar[Callable[..., Any]]
+    _driver_type: ClassVar[type]
+
+    def __init_subclass__(cls, engine: type, make: Callable[..., Any], driver: type) -> None:
+        cls._engine_type, cls._make_engine, cls._driver_type = engine, staticmethod(make), driver
 
     def __init__(
         self,
-        url: str | URL | Engine = DEFAULT_URL,
+        url: str | URL | E = DEFAULT_URL,
         *,
         create_tables: bool = True,
         default_model: str = DEFAULT_MODEL,
@@ -110,39 +93,58 @@ class Ledger(_Shell):
         lock_timeout: float = 30.0,
         **engine_options: Any,
     ) -> None:
-        self._config, codec = _settings(
-            default_model, max_message_bytes, prices, budgets, encryption
+        self._config = LedgerConfig(
+            default_model,
+            max_message_bytes,
+            prices if prices is not None else PriceTable.default(),
+            tuple(budgets),
         )
-        if isinstance(url, Engine):
-            base, self._owns_engine = url, False
-        else:
-            base = make_sync_engine(url, lock_timeout=lock_timeout, **engine_options)
-            self._owns_engine = True
-        self._base_engine = base
+        self._config.check_model(default_model)
+        codec = _check_codec(encryption)
+        self._owns_engine = not isinstance(url, self._engine_type)
+        make = type(self)._make_engine
+        made = make(url, lock_timeout=lock_timeout, **engine_options) if self._owns_engine else url
+        base = cast(E, made)  # an engine of this twin's kind: given, or made from the URL
+        self._base_engine: E = base
         # the codec travels with every connection of this ledger, to the statements that
         # read and write content (and to no other ledger sharing the same pool)
-        self._driver = SyncDriver(base.execution_options(chatledger_codec=codec), create_tables)
-        self._run = self._driver.run
+        self._driver = self._driver_type(
+            base.execution_options(chatledger_codec=codec), create_tables
+        )
+
+    @property
+    def prices(self) -> PriceTable:
+        """The price table costs are computed with."""
+        return self._config.prices
+
+    def __repr__(self) -> str:
+        url = self._base_engine.url.render_as_string(hide_password=True)
+        return f"<{type(self).__name__} {url}>"
+
+
+# fmt: off
+class Ledger(_Shell[Engine], engine=Engine, make=make_sync_engine, driver=SyncDriver):
+    """Durable conversations in any SQLAlchemy database, used from synchronous code.
+
+    ``url`` is a SQLAlchemy URL (``sqlite:///chat.db``, ``postgresql://...``,
+    ``mysql://...``) or an ``Engine`` you already have. ``create_tables`` creates the schema if
+    it is missing; with it off, a database without the schema is an error, as in production
+    where migrations own the schema.
+    """
+
+    _driver: SyncDriver
 
     @property
     def engine(self) -> Engine:
-        """The ledger's engine (the schema checked, or created, on first use)."""
-        self._driver.ensure_schema()
+        """The ledger's engine (the schema is checked, or created, by the first call)."""
         return self._driver.engine
 
     def _open(self, loaded: Any) -> Conversation:
         return Conversation(self._driver, Handle(self._config, loaded))
 
-    def conversation(
-        self,
-        id: str | None = None,
-        *,
-        owner: str | None = None,
-        model: str | None = None,
-        system: str | None = None,
-        title: str | None = None,
-        metadata: Meta = None,
-    ) -> Conversation:
+    def conversation(self, id: str | None = None, *, owner: str | None = None,
+            model: str | None = None, system: str | None = None, title: str | None = None,
+            metadata: Meta = None) -> Conversation:
         """Get the conversation ``id``, or create it if it does not exist.
 
         The other arguments describe a new conversation (its first message is ``system``); an
@@ -150,65 +152,52 @@ class Ledger(_Shell):
         :meth:`Conversation.update` to change one. Given an ``owner``, a conversation of
         another owner is not found.
         """
-        c = self._config
-        return self._open(self._run(op.get_or_create(c, id, owner, model, system, title, metadata)))
+        how = op.Opening(model, system, title, metadata)
+        return self._open(self._driver.run(op.get_or_create(self._config, id, owner, how)))
 
-    def create(
-        self,
-        id: str | None = None,
-        *,
-        owner: str | None = None,
-        model: str | None = None,
-        system: str | None = None,
-        title: str | None = None,
-        metadata: Meta = None,
-    ) -> Conversation:
+    def create(self, id: str | None = None, *, owner: str | None = None, model: str | None = None,
+            system: str | None = None, title: str | None = None, metadata: Meta = None
+            ) -> Conversation:
         """Create a conversation (a generated id if none is given); the id must be new."""
-        c = self._config
-        return self._open(self._run(op.create(c, id, owner, model, system, title, metadata)))
+        how = op.Opening(model, system, title, metadata)
+        return self._open(self._driver.run(op.create(self._config, id, owner, how)))
 
     def get(self, id: str, *, owner: str | None = None) -> Conversation:
         """The conversation ``id``; :class:`ConversationNotFoundError` if it does not exist or
         belongs to another owner."""
-        return self._open(self._run(op.get(id, owner)))
+        return self._open(self._driver.run(op.get(id, owner)))
 
-    def conversations(
-        self, *, owner: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[ConversationInfo]:
+    def conversations(self, *, owner: str | None = None, limit: int = 100, offset: int = 0
+            ) -> list[ConversationInfo]:
         """Conversations, most recently updated first; only ``owner``'s when given."""
         _check_owner(owner)
         _check_page(limit, offset)
-        return self._run(op.list_conversations(owner, limit, offset))
+        return self._driver.run(op.list_conversations(owner, limit, offset))
 
     def delete(self, id: str, *, owner: str | None = None) -> None:
         """Delete a conversation and everything stored for it."""
-        self._run(op.delete_by_id(id, owner))
+        self._driver.run(op.delete_by_id(id, owner))
 
     def delete_owner(self, owner: str) -> int:
         """Delete every conversation of ``owner``; returns how many there were."""
-        return self._run(op.delete_owner(owner))
+        return self._driver.run(op.delete_owner(owner))
 
     def delete_idle(self, older_than: timedelta, *, owner: str | None = None) -> int:
         """Delete conversations with no activity for ``older_than`` (a retention policy);
         returns how many."""
         _check_owner(owner)
-        return self._run(op.delete_idle(_check_age(older_than), owner))
+        return self._driver.run(op.delete_idle(_check_age(older_than), owner))
 
     def rotate_encryption(self, *, batch: int = 500) -> int:
         """Re-encrypt every stored value with the newest key (and encrypt values written
         before encryption was on); returns how many values were rewritten."""
-        return self._run(op.rotate_encryption(batch))
+        return self._driver.run(op.rotate_encryption(batch))
 
-    def usage(
-        self,
-        *,
-        owner: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> UsageTotals:
+    def usage(self, *, owner: str | None = None, since: datetime | None = None,
+            until: datetime | None = None) -> UsageTotals:
         """Usage and cost summed over ``owner``'s conversations (or all), ``since <= t < until``."""
         _check_owner(owner)
-        return self._run(op.ledger_usage(owner, since, until))
+        return self._driver.run(op.ledger_usage(owner, since, until))
 
     def close(self) -> None:
         """Release the connections of an engine the ledger created (not of one passed in)."""
@@ -218,49 +207,22 @@ class Ledger(_Shell):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+            tb: TracebackType | None) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return f"<Ledger {self._base_engine.url.render_as_string(hide_password=True)}>"
 
 
-class AsyncLedger(_Shell):
+class AsyncLedger(
+    _Shell[AsyncEngine], engine=AsyncEngine, make=make_async_engine, driver=AsyncDriver
+):
     """The asyncio twin of :class:`Ledger` (aiosqlite, asyncpg or psycopg, aiomysql or asyncmy).
 
     A bare URL gets an async driver: ``sqlite:///chat.db`` runs on aiosqlite,
     ``postgresql://`` on asyncpg, ``mysql://`` on aiomysql.
     """
 
-    def __init__(
-        self,
-        url: str | URL | AsyncEngine = DEFAULT_URL,
-        *,
-        create_tables: bool = True,
-        default_model: str = DEFAULT_MODEL,
-        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        prices: PriceTable | None = None,
-        budgets: Sequence[Budget] = (),
-        encryption: Codec | None = None,
-        lock_timeout: float = 30.0,
-        **engine_options: Any,
-    ) -> None:
-        self._config, codec = _settings(
-            default_model, max_message_bytes, prices, budgets, encryption
-        )
-        if isinstance(url, AsyncEngine):
-            base, self._owns_engine = url, False
-        else:
-            base = make_async_engine(url, lock_timeout=lock_timeout, **engine_options)
-            self._owns_engine = True
-        self._base_engine = base
-        self._driver = AsyncDriver(base.execution_options(chatledger_codec=codec), create_tables)
-        self._run = self._driver.run
+    _driver: AsyncDriver
 
     @property
     def engine(self) -> AsyncEngine:
@@ -270,75 +232,53 @@ class AsyncLedger(_Shell):
     def _open(self, loaded: Any) -> AsyncConversation:
         return AsyncConversation(self._driver, Handle(self._config, loaded))
 
-    async def conversation(
-        self,
-        id: str | None = None,
-        *,
-        owner: str | None = None,
-        model: str | None = None,
-        system: str | None = None,
-        title: str | None = None,
-        metadata: Meta = None,
-    ) -> AsyncConversation:
+    async def conversation(self, id: str | None = None, *, owner: str | None = None,
+            model: str | None = None, system: str | None = None, title: str | None = None,
+            metadata: Meta = None) -> AsyncConversation:
         """Async :meth:`Ledger.conversation`."""
-        c = self._config
-        return self._open(
-            await self._run(op.get_or_create(c, id, owner, model, system, title, metadata))
-        )
+        how = op.Opening(model, system, title, metadata)
+        return self._open(await self._driver.run(op.get_or_create(self._config, id, owner, how)))
 
-    async def create(
-        self,
-        id: str | None = None,
-        *,
-        owner: str | None = None,
-        model: str | None = None,
-        system: str | None = None,
-        title: str | None = None,
-        metadata: Meta = None,
-    ) -> AsyncConversation:
+    async def create(self, id: str | None = None, *, owner: str | None = None,
+            model: str | None = None, system: str | None = None, title: str | None = None,
+            metadata: Meta = None) -> AsyncConversation:
         """Async :meth:`Ledger.create`."""
-        c = self._config
-        return self._open(await self._run(op.create(c, id, owner, model, system, title, metadata)))
+        how = op.Opening(model, system, title, metadata)
+        return self._open(await self._driver.run(op.create(self._config, id, owner, how)))
 
     async def get(self, id: str, *, owner: str | None = None) -> AsyncConversation:
         """Async :meth:`Ledger.get`."""
-        return self._open(await self._run(op.get(id, owner)))
+        return self._open(await self._driver.run(op.get(id, owner)))
 
-    async def conversations(
-        self, *, owner: str | None = None, limit: int = 100, offset: int = 0
-    ) -> list[ConversationInfo]:
+    async def conversations(self, *, owner: str | None = None, limit: int = 100, offset: int = 0
+            ) -> list[ConversationInfo]:
         """Async :meth:`Ledger.conversations`."""
         _check_owner(owner)
         _check_page(limit, offset)
-        return await self._run(op.list_conversations(owner, limit, offset))
+        return await self._driver.run(op.list_conversations(owner, limit, offset))
 
     async def delete(self, id: str, *, owner: str | None = None) -> None:
         """Async :meth:`Ledger.delete`."""
-        await self._run(op.delete_by_id(id, owner))
+        await self._driver.run(op.delete_by_id(id, owner))
 
     async def delete_owner(self, owner: str) -> int:
         """Async :meth:`Ledger.delete_owner`."""
-        return await self._run(op.delete_owner(owner))
+        return await self._driver.run(op.delete_owner(owner))
 
     async def delete_idle(self, older_than: timedelta, *, owner: str | None = None) -> int:
         """Async :meth:`Ledger.delete_idle`."""
         _check_owner(owner)
-        return await self._run(op.delete_idle(_check_age(older_than), owner))
+        return await self._driver.run(op.delete_idle(_check_age(older_than), owner))
 
     async def rotate_encryption(self, *, batch: int = 500) -> int:
         """Async :meth:`Ledger.rotate_encryption`."""
-        return await self._run(op.rotate_encryption(batch))
+        return await self._driver.run(op.rotate_encryption(batch))
 
-    async def usage(
-        self,
-        *,
-        owner: str | None = None,
-        since: datetime | None = None,
-        until: datetime | None = None,
-    ) -> UsageTotals:
+    async def usage(self, *, owner: str | None = None, since: datetime | None = None,
+            until: datetime | None = None) -> UsageTotals:
         """Async :meth:`Ledger.usage`."""
         _check_owner(owner)
-        return await self._run(op.ledger_usage(owner, since, until))
+        return await self._driver.run(op.ledger_usage(owner, since, until))
 
     async def close(self) -> None:
         """Release the connections of an engine the ledger created (not of one passed in)."""
@@ -348,13 +288,8 @@ class AsyncLedger(_Shell):
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+            tb: TracebackType | None) -> None:
         await self.close()
 
-    def __repr__(self) -> str:
-        return f"<AsyncLedger {self._base_engine.url.render_as_string(hide_password=True)}>"
+# fmt: on

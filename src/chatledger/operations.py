@@ -9,6 +9,7 @@ these generators with a blocking or an async driver, so a rule fixed here is fix
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -46,6 +47,7 @@ from chatledger.window import FoldRequest, Plan, StrategyArg, Window, WindowJob,
 
 __all__ = [
     "ChatOutcome",
+    "Opening",
     "append",
     "chat",
     "count_tokens",
@@ -354,18 +356,20 @@ def _opening(system: str | None) -> list[object]:
     return [] if system is None else [{"role": "system", "content": system}]
 
 
-def create(
-    config: LedgerConfig,
-    cid: str | None,
-    owner: str | None,
-    model: str | None,
-    system: str | None,
-    title: str | None,
-    metadata: Mapping[str, Any] | None,
-) -> Op[Loaded]:
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """How a new conversation starts: its model, system prompt, title and metadata."""
+
+    model: str | None = None
+    system: str | None = None
+    title: str | None = None
+    metadata: Mapping[str, Any] | None = None
+
+
+def create(config: LedgerConfig, cid: str | None, owner: str | None, how: Opening) -> Op[Loaded]:
     """Insert a conversation and its opening system message in one transaction."""
-    new = config.new_conversation(cid, owner, model, title, metadata)
-    first, _ = config.prepare(_opening(system), config.counter(new.model))
+    new = config.new_conversation(cid, owner, how.model, how.title, how.metadata)
+    first, _ = config.prepare(_opening(how.system), config.counter(new.model))
 
     def run(c: Connection) -> Loaded:
         pk = conv_store.insert_conversation(c, new)
@@ -387,13 +391,7 @@ def get(cid: str, owner: str | None) -> Op[Loaded]:
 
 
 def get_or_create(
-    config: LedgerConfig,
-    cid: str | None,
-    owner: str | None,
-    model: str | None,
-    system: str | None,
-    title: str | None,
-    metadata: Mapping[str, Any] | None,
+    config: LedgerConfig, cid: str | None, owner: str | None, how: Opening
 ) -> Op[Loaded]:
     """The conversation ``cid``, created as described if it does not exist; an existing one
     is returned as stored, like ``dict.setdefault``."""
@@ -403,7 +401,7 @@ def get_or_create(
         except ConversationNotFoundError:
             pass
     try:
-        return (yield from create(config, cid, owner, model, system, title, metadata))
+        return (yield from create(config, cid, owner, how))
     except ConversationExistsError:
         if cid is None:
             raise

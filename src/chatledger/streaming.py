@@ -121,7 +121,19 @@ class StreamAccumulator:
 Finish = Callable[[dict[str, Any], bool], Any]
 
 
-class StreamRecorder:
+class _Recorder:
+    """What both recorders hold: the stream, what arrived, and what was recorded."""
+
+    def __init__(self, stream: Any, finish: Any) -> None:
+        self._stream = stream
+        self._finish = finish
+        self.accumulator = StreamAccumulator()
+        self.finished = False
+        self.record: Any = None
+        self.error: BaseException | None = None
+
+
+class StreamRecorder(_Recorder):
     """Iterate it to pass the chunks on; when the stream ends the reply is recorded.
 
     Use it as a context manager (``with conv.stream(...) as s: for chunk in s: ...``) so
@@ -130,12 +142,7 @@ class StreamRecorder:
     """
 
     def __init__(self, stream: Any, finish: Finish) -> None:
-        self._stream = stream
-        self._finish = finish
-        self.accumulator = StreamAccumulator()
-        self.finished = False
-        self.record: Any = None
-        self.error: BaseException | None = None
+        super().__init__(stream, finish)
 
     def _done(self, broken: bool) -> None:
         if self.finished:
@@ -177,16 +184,11 @@ class StreamRecorder:
 AsyncFinish = Callable[[dict[str, Any], bool], Any]
 
 
-class AsyncStreamRecorder:
+class AsyncStreamRecorder(_Recorder):
     """The async twin of :class:`StreamRecorder` (``async with`` / ``async for``)."""
 
     def __init__(self, stream: Any, finish: AsyncFinish) -> None:
-        self._stream = stream
-        self._finish = finish
-        self.accumulator = StreamAccumulator()
-        self.finished = False
-        self.record: Any = None
-        self.error: BaseException | None = None
+        super().__init__(stream, finish)
 
     async def _done(self, broken: bool) -> None:
         if self.finished:

@@ -104,13 +104,15 @@ class OpenAISummarizer:
         temperature: float | None = 0.2,
         extra: Mapping[str, Any] | None = None,
     ) -> None:
-        self.client = client
-        self.model = model
-        self.prompt = prompt
-        self.max_words = max_words
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.extra = dict(extra or {})
+        (
+            self.client,
+            self.model,
+            self.prompt,
+            self.max_words,
+            self.max_tokens,
+            self.temperature,
+            self.extra,
+        ) = (client, model, prompt, max_words, max_tokens, temperature, dict(extra or {}))
         create = client.chat.completions.create
         self.is_async = isinstance(client, openai.AsyncOpenAI) or inspect.iscoroutinefunction(
             inspect.unwrap(create)

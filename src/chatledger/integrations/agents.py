@@ -425,12 +425,14 @@ class ChatledgerSession:
                 "ChatledgerSession needs a chatledger AsyncLedger (the Agents SDK is async), "
                 f"got {type(ledger).__name__}"
             )
-        self.ledger = ledger
-        self.session_id = session_id
-        self.owner = owner
-        self.model = model
-        self.strategy = strategy
-        self.session_settings = session_settings
+        (
+            self.ledger,
+            self.session_id,
+            self.owner,
+            self.model,
+            self.strategy,
+            self.session_settings,
+        ) = (ledger, session_id, owner, model, strategy, session_settings)
 
     def __repr__(self) -> str:
         return f"<ChatledgerSession {self.session_id!r} owner={self.owner!r}>"

@@ -164,12 +164,14 @@ class ChatledgerHistory(BaseChatMessageHistory):
             raise TypeError(
                 f"ledger must be a chatledger Ledger or AsyncLedger, got {type(ledger).__name__}"
             )
-        self.ledger = ledger
-        self.conversation_id = conversation_id
-        self.owner = owner
-        self.model = model
-        self.system = system
-        self.strategy = strategy
+        self.ledger, self.conversation_id, self.owner, self.model, self.system, self.strategy = (
+            ledger,
+            conversation_id,
+            owner,
+            model,
+            system,
+            strategy,
+        )
 
     def __repr__(self) -> str:
         return f"<ChatledgerHistory {self.conversation_id!r} owner={self.owner!r}>"

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Column, Connection, Table
 
 from chatledger.encryption import PLAIN, Codec
 from chatledger.rows import ConversationInfo, Loaded, StoredMessage, UsageRecord
@@ -23,53 +23,25 @@ __all__ = [
     "to_usage",
 ]
 
-_m = messages.c
-#: the columns ``to_message`` reads, in its order
-MESSAGE_COLUMNS = (
-    _m.seq,
-    _m.role,
-    _m.data,
-    _m.tokens,
-    _m.cum_tokens,
-    _m.round_seq,
-    _m.created_at,
-    _m.status,
-    _m.meta,
-    _m.idempotency_key,
+#: the columns each mapper reads, in its order
+
+
+def _columns(table: Table, names: str) -> tuple[Column[Any], ...]:
+    return tuple(table.c[n] for n in names.split())
+
+
+MESSAGE_COLUMNS = _columns(
+    messages, "seq role data tokens cum_tokens round_seq created_at status meta idempotency_key"
 )
-_c = conversations.c
-CONVERSATION_COLUMNS = (
-    _c.pk,
-    _c.id,
-    _c.owner,
-    _c.model,
-    _c.encoding,
-    _c.token_profile,
-    _c.title,
-    _c.meta,
-    _c.created_at,
-    _c.updated_at,
-    _c.message_count,
-    _c.token_total,
-    _c.last_seq,
-    _c.prefix_seq,
-    _c.last_round_seq,
-    _c.tool_state,
+CONVERSATION_COLUMNS = _columns(
+    conversations,
+    "pk id owner model encoding token_profile title meta created_at updated_at "
+    "message_count token_total last_seq prefix_seq last_round_seq tool_state",
 )
-_u = completions.c
-USAGE_COLUMNS = (
-    _u.message_seq,
-    _u.model,
-    _u.response_id,
-    _u.system_fingerprint,
-    _u.finish_reason,
-    _u.prompt_tokens,
-    _u.completion_tokens,
-    _u.cached_tokens,
-    _u.reasoning_tokens,
-    _u.cost_micros,
-    _u.created_at,
-    _u.meta,
+USAGE_COLUMNS = _columns(
+    completions,
+    "message_seq model response_id system_fingerprint finish_reason prompt_tokens "
+    "completion_tokens cached_tokens reasoning_tokens cost_micros created_at meta",
 )
 
 

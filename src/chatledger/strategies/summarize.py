@@ -50,12 +50,14 @@ class Summarize:
             raise InvalidArgumentError("template", "must contain {summary}")
         if timeout is not None and timeout <= 0:
             raise InvalidArgumentError("timeout", "must be positive or None")
-        self.summarizer = summarizer
-        self.trigger = trigger
-        self.keep = keep
-        self.role = role
-        self.template = template
-        self.timeout = timeout
+        self.summarizer, self.trigger, self.keep, self.role, self.template, self.timeout = (
+            summarizer,
+            trigger,
+            keep,
+            role,
+            template,
+            timeout,
+        )
 
     def summary_message(self, text: str) -> dict[str, Any]:
         """The summary as the message the window carries."""
