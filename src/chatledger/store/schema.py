@@ -34,8 +34,8 @@ __all__ = [
     "version_table",
 ]
 
-#: The revision this code reads and writes; stored in ``chatledger_alembic_version`` so that the
-#: Alembic migrations shipped later start from it.
+#: The revision this code reads and writes, kept in ``chatledger_alembic_version``: the table of
+#: the Alembic migrations in ``chatledger/store/migrations``.
 SCHEMA_VERSION = "0001"
 
 metadata = MetaData(
