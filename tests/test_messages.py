@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionMessage
+from openai.types.chat.chat_completion_content_part_image_param import ImageURL
+from openai.types.chat.chat_completion_content_part_text_param import (
+    ChatCompletionContentPartTextParam,
+)
 
 import chatledger as cl
+from chatledger.messages import ROLES, to_api_dict
 
 
 def problems(messages: list[Any], **kw: Any) -> list[tuple[int | None, str]]:
@@ -232,7 +239,7 @@ def test_sdk_response_object_becomes_request_param() -> None:
         ],
     }
     text = ChatCompletionMessage.model_validate({"role": "assistant", "content": "hé 🎉"})
-    assert cl.to_api_dict(text) == {"role": "assistant", "content": "hé 🎉"}
+    assert to_api_dict(text) == {"role": "assistant", "content": "hé 🎉"}
 
 
 def test_message_model() -> None:
@@ -254,3 +261,150 @@ def test_error_message_is_readable() -> None:
     text = str(info.value)
     assert "messages[1].tool_call_id: is required" in text
     assert "messages[1].content" in text
+
+
+# ---- what the API accepts is accepted -------------------------------------------------------
+
+
+def test_tool_message_may_carry_the_function_name() -> None:
+    # the official cookbook's function-calling examples send it and the API accepts it, though
+    # the SDK's ChatCompletionToolMessageParam has no such field
+    msgs = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "tool_calls": [call("c1")]},
+        {"role": "tool", "tool_call_id": "c1", "name": "get_weather", "content": "12C"},
+    ]
+    assert cl.validate_messages(msgs)[2] == msgs[2]
+    assert cl.Message.tool("c1", "12C", name="get_weather").to_dict() == msgs[2]
+    bad = {**msgs[2], "name": "get weather"}
+    assert (2, "name") in problems([*msgs[:2], bad])
+
+
+def test_fields_of_the_installed_sdk_are_accepted() -> None:
+    # the shapes are the SDK's TypedDicts: a field or value a newer SDK adds passes
+    part: dict[str, Any] = {"type": "text", "text": "cached"}
+    if "prompt_cache_breakpoint" in get_type_hints(ChatCompletionContentPartTextParam):
+        part["prompt_cache_breakpoint"] = {"mode": "explicit"}
+    details = get_type_hints(ImageURL)["detail"].__args__
+    image = {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}}
+    parts = [part, *({**image, "image_url": {**image["image_url"], "detail": d}} for d in details)]
+    message = {"role": "user", "content": parts}
+    assert cl.validate_message(message) == message
+
+
+def test_output_keeps_the_callers_key_order_and_drops_nested_none() -> None:
+    message = {
+        "content": [
+            {"text": "hi", "type": "text"},
+            {"type": "image_url", "image_url": {"url": "https://x.test/a.png", "detail": None}},
+        ],
+        "name": None,
+        "role": "user",
+    }
+    out = cl.validate_message(message)
+    assert list(out) == ["content", "role"]
+    assert list(out["content"][0]) == ["text", "type"]  # nested objects too
+    assert out["content"][1]["image_url"] == {"url": "https://x.test/a.png"}
+    call = {"function": {"arguments": "{}", "name": "f"}, "type": "function", "id": "c"}
+    reply = cl.validate_message({"tool_calls": [call], "role": "assistant"})
+    assert [
+        list(reply),
+        list(reply["tool_calls"][0]),
+        list(reply["tool_calls"][0]["function"]),
+    ] == [
+        ["tool_calls", "role"],
+        ["function", "type", "id"],
+        ["arguments", "name"],
+    ]
+    assert cl.validate_message({"role": "user", "content": ({"type": "text", "text": "t"},)})
+
+
+# ---- inputs that escaped untyped (issue 12, item 6) -----------------------------------------
+
+NESTED_ARGS = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize(
+    ("message", "field"),
+    [
+        ({"role": ["user"], "content": "x"}, "role"),  # was TypeError: unhashable list
+        ({"role": {"user"}, "content": "x"}, "role"),
+        ({"role": "user", "content": "x", 1: "y"}, "1"),  # was AttributeError: int field
+        ({"role": "assistant", "tool_calls": [call("c1", args=NESTED_ARGS)]}, "arguments"),
+        ({"role": "assistant", "function_call": {"name": "f", "arguments": NESTED_ARGS}}, "args"),
+        ({"role": "user", "content": [{"type": 10**5000, "text": "x"}]}, "content[0].type"),
+    ],
+)
+def test_hostile_shapes_raise_typed_errors(message: dict[Any, Any], field: str) -> None:
+    with pytest.raises(cl.InvalidMessageError) as info:
+        cl.validate_message(message)
+    assert any(field.replace("args", "arguments") in f for f in info.value.fields), info.value
+    assert str(info.value)
+
+
+@pytest.mark.parametrize("messages", [5, "hi", {"role": "user", "content": "x"}, None])
+def test_messages_must_be_a_list(messages: Any) -> None:
+    assert problems(messages) == [(None, "messages")]
+
+
+def deep(n: int) -> Any:
+    value: Any = "x"
+    for _ in range(n):
+        value = [value]
+    return value
+
+
+# random JSON-like values and the things JSON has not: non-str keys, deep nesting, nan and inf,
+# huge ints, bytes, sets
+keys = (
+    st.text(max_size=6)
+    | st.integers()
+    | st.floats()
+    | st.booleans()
+    | st.none()
+    | st.binary(max_size=4)
+    | st.tuples(st.integers())
+)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(0, 3).map(lambda k: 10 ** (5000 + k))  # repr() refuses ints this long
+    | st.floats()
+    | st.text(max_size=10)
+    | st.binary(max_size=8)
+    | st.sets(st.integers(), max_size=3)
+)
+hostile = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(keys, inner, max_size=4)
+        | st.tuples(inner, inner)
+    ),
+    max_leaves=10,
+) | st.integers(0, 3000).map(deep)
+FIELDS = ["role", "content", "name", "tool_calls", "tool_call_id", "refusal", "function_call"]
+FIELDS += ["audio", "type", "text", "image_url", "url", "function", "arguments", "id", "file"]
+field_names = st.sampled_from(FIELDS) | keys
+tag = st.sampled_from(["text", "image_url", "function", "custom", "refusal", "file"])
+objects = st.dictionaries(field_names, hostile | tag | st.text(max_size=5), max_size=5)
+message_like = st.builds(
+    lambda role, rest: {"role": role, **rest},
+    st.sampled_from(ROLES) | hostile,
+    st.dictionaries(field_names, hostile | objects | st.lists(objects, max_size=3), max_size=4),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=hostile | message_like)
+def test_fuzz_only_typed_errors_escape(value: Any) -> None:
+    for check in (
+        lambda: cl.validate_message(value),
+        lambda: cl.validate_messages([value, {"role": "user", "content": "ok"}]),
+        lambda: cl.validate_messages(value),
+    ):
+        try:
+            check()
+        except cl.ChatLedgerError as exc:
+            assert str(exc)

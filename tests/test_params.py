@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from openai.resources.chat.completions import Completions
 from pydantic import BaseModel
 
-from chatledger.errors import InvalidParameterError
+from chatledger.errors import ChatLedgerError, InvalidParameterError
 from chatledger.params import (
     ACCEPTED_PARAMS,
     MAX_STOP_SEQUENCES,
@@ -23,6 +23,7 @@ from chatledger.params import (
     METADATA_MAX_KEYS,
     validate_params,
 )
+from test_messages import deep, hostile, keys
 
 M: dict[str, Any] = {"model": "gpt-4o"}
 WEATHER: dict[str, Any] = {
@@ -378,7 +379,7 @@ BAD: list[tuple[dict[str, Any], str, str]] = [
     ({"function_call": "auto"}, "function_call", "only allowed when functions are given"),
     ({"function_call": {"name": "lookup"}}, "function_call", "only allowed when functions"),
     ({"functions": [LOOKUP], "function_call": {"name": "nope"}}, "function_call", "'nope'"),
-    ({"functions": [LOOKUP], "function_call": {"name": 1}}, "function_call", "required"),
+    ({"functions": [LOOKUP], "function_call": {"name": 1}}, "function_call", "string"),
     (
         {"functions": [LOOKUP], "function_call": {"name": "lookup", "x": 1}},
         "function_call",
@@ -756,3 +757,59 @@ def test_any_dict_of_valid_values_passes_minus_its_nones(params: dict[str, Any])
     assert out == {k: v for k, v in snapshot.items() if v is not None}
     assert list(out) == [k for k, v in params.items() if v is not None]  # order kept
     assert params == snapshot
+
+
+# ---- inputs that escaped untyped (issue 12, item 6); fuzz ----------------------------------
+
+DEEP_KEY: Any = ()
+for _ in range(100_000):
+    DEEP_KEY = (DEEP_KEY,)
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"temperature": deep(100_000)}, "temperature"),  # was RecursionError (repr)
+        ({"stop": deep(100_000)}, "stop"),
+        ({"metadata": {DEEP_KEY: "v"}}, "metadata"),  # was RecursionError (repr of the key)
+        ({"logit_bias": {DEEP_KEY: 1}}, "logit_bias"),
+        ({"seed": 10**5000}, "seed"),  # was ValueError: int too long to show
+        (
+            {"tools": TOOLS, "tool_choice": {"type": "function", "function": {"name": ["f"]}}},
+            "tool_choice",  # was TypeError: unhashable list as a name
+        ),
+        ({"tools": [{"type": "function", "function": {"name": "f", 1: 2}}]}, "tools"),
+        ({3: 1}, "3"),
+    ],
+    ids=lambda v: str(v)[:30] if not isinstance(v, dict) else ",".join(map(str, v))[:30],
+)
+def test_hostile_values_raise_typed_errors(params: dict[Any, Any], param: str) -> None:
+    exc = refused({**M, **params})
+    assert param in exc.params
+    assert str(exc)
+
+
+def test_messages_argument_must_be_a_list() -> None:
+    assert refused(JSON_MODE, messages=5).params == ["messages"]  # type: ignore[arg-type]
+
+
+param_names = st.sampled_from(sorted(ACCEPTED_PARAMS)) | keys
+words = st.sampled_from(["function", "custom", "auto", "none", "json_object", "allowed_tools"])
+objects = st.dictionaries(
+    st.sampled_from(["type", "function", "custom", "name", "json_schema", "mode", "tools"]) | keys,
+    hostile | words | names,
+    max_size=4,
+)
+param_values = hostile | words | objects | st.lists(objects, max_size=3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    params=st.dictionaries(param_names, param_values, max_size=5) | hostile,
+    messages=st.none() | hostile,
+)
+def test_fuzz_only_typed_errors_escape(params: Any, messages: Any) -> None:
+    try:
+        validate_params(params, messages=messages)
+    except ChatLedgerError as exc:
+        assert str(exc)

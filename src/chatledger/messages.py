@@ -5,310 +5,210 @@ accepts it. Input may also be an SDK response object (``ChatCompletionMessage``)
 :class:`Message`; both are turned into that dict. Validation collects every problem with its
 index and field path instead of stopping at the first, so one error tells the caller all there
 is to fix.
+
+The shape of each role's message (fields, types, literal values) is the openai SDK's own param
+TypedDict, validated by pydantic (see :mod:`chatledger.sdk_schema`), so a field the API gains
+is accepted with the SDK that knows it. What types cannot say is checked here: name patterns,
+JSON arguments, image URL schemes, NUL and lone surrogates, unique tool call ids, what an
+assistant message needs. Pairing tool results with calls across messages is
+:class:`~chatledger.tool_state.ToolCallState`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import re
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from annotated_types import Len
+from openai.types.chat import (
+    ChatCompletionAssistantMessageParam,
+    ChatCompletionDeveloperMessageParam,
+    ChatCompletionFunctionMessageParam,
+    ChatCompletionSystemMessageParam,
+    ChatCompletionToolMessageParam,
+    ChatCompletionUserMessageParam,
+)
+from openai.types.chat import chat_completion_assistant_message_param as _assistant
+from openai.types.chat import chat_completion_content_part_image_param as _image
+from openai.types.chat import chat_completion_content_part_input_audio_param as _audio
+from openai.types.chat import chat_completion_content_part_param as _part
+from openai.types.chat import chat_completion_message_custom_tool_call_param as _custom_call
+from openai.types.chat import chat_completion_message_function_tool_call_param as _call
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
 
 from chatledger.errors import InvalidMessageError, Problem
+from chatledger.sdk_schema import (
+    SdkSchema,
+    check_text,
+    describe,
+    explain,
+    path,
+    text_problem,
+    validate,
+)
+from chatledger.tool_state import ToolCallState
 
-__all__ = [
-    "ROLES",
-    "Message",
-    "Role",
-    "ToolCallState",
-    "to_api_dict",
-    "validate_message",
-    "validate_messages",
-]
+__all__ = ["ROLES", "Message", "Role", "to_api_dict", "validate_message", "validate_messages"]
 
 Role = Literal["system", "developer", "user", "assistant", "tool", "function"]
 ROLES: tuple[str, ...] = ("system", "developer", "user", "assistant", "tool", "function")
 
 # The pattern the API enforces on ``messages[i].name`` (it answers 400 otherwise), max 64.
-_NAME_RE = re.compile(r"[^\s<|\\/>]+")
+_NAME = r"^[^\s<|\\/>\x00]{1,64}$"
 # The pattern the API enforces on function names, in tool definitions and in tool_calls.
-_FUNCTION_NAME_RE = re.compile(r"[a-zA-Z0-9_-]+")
-_MAX_NAME = 64
-
-_ALLOWED_KEYS: dict[str, frozenset[str]] = {
-    "system": frozenset({"role", "content", "name"}),
-    "developer": frozenset({"role", "content", "name"}),
-    "user": frozenset({"role", "content", "name"}),
-    "assistant": frozenset(
-        {"role", "content", "name", "tool_calls", "refusal", "function_call", "audio"}
-    ),
-    "tool": frozenset({"role", "content", "tool_call_id"}),
-    "function": frozenset({"role", "content", "name"}),
-}
-_PART_TYPES: dict[str, tuple[str, ...]] = {
-    "system": ("text",),
-    "developer": ("text",),
-    "user": ("text", "image_url", "input_audio", "file"),
-    "assistant": ("text", "refusal"),
-    "tool": ("text",),
-    "function": (),
+_FUNCTION_NAME = r"^[a-zA-Z0-9_-]+$"
+# Ids are short: a regex (run by pydantic-core, no Python call) checks them for NUL cheaply.
+_ID = r"^[^\x00]+$"
+_PATTERNS = {
+    _NAME: "must be 1-64 characters with no whitespace and none of < | \\ / >",
+    _FUNCTION_NAME: "must match ^[a-zA-Z0-9_-]+$ (letters, digits, _ and -)",
+    _ID: "must be a non-empty string",
 }
 _PLAIN_ROLES = frozenset({"system", "developer", "user", "assistant"})
-_IMAGE_DETAILS = ("auto", "low", "high")
-_AUDIO_FORMATS = ("wav", "mp3")
+_NOUNS = {"content": "content part", "tool_calls": "tool call"}
 
 
-def _text_problem(value: object) -> str | None:
-    """Why a value is not text the API (and every database) can carry, or None if it is."""
-    if not isinstance(value, str):
-        return f"must be a string, got {type(value).__name__}"
-    if "\x00" in value:
-        return "must not contain NUL characters (\\u0000)"
+def _json_text(value: str) -> str:
+    """Tool call arguments: the JSON text the model produced, parsed only to check it."""
+    check_text(value)
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return "must be valid Unicode (it contains a lone surrogate)"
-    return None
+        json.loads(value)
+    except (ValueError, RecursionError):
+        why = "must be a JSON string (as the model produced it)"
+        raise PydanticCustomError("json", why) from None
+    return value
 
 
-class _Checker:
-    """Collects the problems of one message while copying it into canonical form."""
-
-    __slots__ = ("index", "problems")
-
-    def __init__(self, index: int | None, problems: list[Problem]) -> None:
-        self.index = index
-        self.problems = problems
-
-    def add(self, path: str, rule: str) -> None:
-        self.problems.append(Problem(self.index, path, rule))
-
-    def text(self, value: object, path: str) -> str | None:
-        why = _text_problem(value)
-        if why is not None:
-            self.add(path, why)
-            return None
-        return cast(str, value)
-
-    def nonempty_text(self, value: object, path: str) -> str | None:
-        s = self.text(value, path)
-        if s is not None and not s:
-            self.add(path, "must not be empty")
-            return None
-        return s
-
-    def obj(
-        self, value: object, path: str, required: Sequence[str], optional: Sequence[str] = ()
-    ) -> dict[str, Any] | None:
-        """Check an object's shape: a mapping with the required keys and no others."""
-        if not isinstance(value, Mapping):
-            self.add(path, f"must be an object, got {type(value).__name__}")
-            return None
-        out = {k: v for k, v in value.items() if v is not None}
-        for key in out:
-            if key not in required and key not in optional:
-                allowed = ", ".join(sorted([*required, *optional]))
-                self.add(f"{path}.{key}", f"is not a known field (allowed: {allowed})")
-        for key in required:
-            if key not in out:
-                self.add(f"{path}.{key}", "is required")
-        return out
+def _url(value: str) -> str:
+    check_text(value)
+    if not value.startswith(("http://", "https://", "data:image/")):
+        raise PydanticCustomError("url", "must be an http(s) URL or a data:image/ URL")
+    return value
 
 
-def _check_part(c: _Checker, part: object, path: str, role: str) -> dict[str, Any] | None:
-    if not isinstance(part, Mapping):
-        c.add(path, f"must be a content part object, got {type(part).__name__}")
-        return None
-    ptype = part.get("type")
-    allowed = _PART_TYPES[role]
-    if ptype not in allowed:
-        c.add(f"{path}.type", f"must be one of {', '.join(allowed)} for a {role} message")
-        return None
-    if ptype == "text":
-        out = c.obj(part, path, ("type", "text"))
-        if out is not None and "text" in out:
-            c.text(out["text"], f"{path}.text")
-        return out
-    if ptype == "refusal":
-        out = c.obj(part, path, ("type", "refusal"))
-        if out is not None and "refusal" in out:
-            c.text(out["refusal"], f"{path}.refusal")
-        return out
-    if ptype == "image_url":
-        out = c.obj(part, path, ("type", "image_url"))
-        if out is None or "image_url" not in out:
-            return out
-        img = c.obj(out["image_url"], f"{path}.image_url", ("url",), ("detail",))
-        if img is None:
-            return None
-        if "url" in img:
-            url = c.nonempty_text(img["url"], f"{path}.image_url.url")
-            if url is not None and not url.startswith(("http://", "https://", "data:image/")):
-                c.add(f"{path}.image_url.url", "must be an http(s) URL or a data:image/ URL")
-        if "detail" in img and img["detail"] not in _IMAGE_DETAILS:
-            c.add(f"{path}.image_url.detail", "must be one of auto, low, high")
-        out["image_url"] = img
-        return out
-    if ptype == "input_audio":
-        out = c.obj(part, path, ("type", "input_audio"))
-        if out is None or "input_audio" not in out:
-            return out
-        audio = c.obj(out["input_audio"], f"{path}.input_audio", ("data", "format"))
-        if audio is None:
-            return None
-        if "data" in audio:
-            c.nonempty_text(audio["data"], f"{path}.input_audio.data")
-        if "format" in audio and audio["format"] not in _AUDIO_FORMATS:
-            c.add(f"{path}.input_audio.format", "must be one of wav, mp3")
-        out["input_audio"] = audio
-        return out
-    # file
-    out = c.obj(part, path, ("type", "file"))
-    if out is None or "file" not in out:
-        return out
-    f = c.obj(out["file"], f"{path}.file", (), ("file_data", "file_id", "filename"))
-    if f is None:
-        return None
-    for key in ("file_data", "file_id", "filename"):
-        if key in f:
-            c.nonempty_text(f[key], f"{path}.file.{key}")
-    if "file_data" not in f and "file_id" not in f:
-        c.add(f"{path}.file", "needs file_data or file_id")
-    out["file"] = f
-    return out
+def _file_source(value: dict[str, Any]) -> dict[str, Any]:
+    if "file_data" not in value and "file_id" not in value:
+        raise PydanticCustomError("file", "needs file_data or file_id")
+    return value
 
 
-def _check_content(c: _Checker, content: object, role: str) -> object:
-    if isinstance(content, str):
-        c.text(content, "content")
-        return content
-    if isinstance(content, (list, tuple)):
-        if not content:
-            c.add("content", "must not be an empty list of parts")
-            return []
-        if not _PART_TYPES[role]:
-            c.add("content", f"must be a string for a {role} message")
-            return list(content)
-        return [_check_part(c, p, f"content[{i}]", role) for i, p in enumerate(content)]
-    c.add("content", f"must be a string or a list of content parts, got {type(content).__name__}")
-    return content
+_Name = Annotated[str, StringConstraints(pattern=_NAME)]
+_FunctionName = Annotated[str, StringConstraints(pattern=_FUNCTION_NAME)]
+_Id = Annotated[str, StringConstraints(pattern=_ID)]
+# base64 payloads can be megabytes: memchr in Python beats the regex engine there
+_Data = Annotated[str, Len(1), AfterValidator(check_text)]
+_Arguments = Annotated[str, AfterValidator(_json_text)]
+
+_BY_ROLE: dict[str, Any] = {
+    "system": ChatCompletionSystemMessageParam,
+    "developer": ChatCompletionDeveloperMessageParam,
+    "user": ChatCompletionUserMessageParam,
+    "assistant": ChatCompletionAssistantMessageParam,
+    "tool": ChatCompletionToolMessageParam,
+    "function": ChatCompletionFunctionMessageParam,
+}
+# Our rules on the SDK's fields, by (TypedDict, field).
+_FIELDS: dict[tuple[Any, str], Any] = {
+    **{(td, "name"): _Name for role, td in _BY_ROLE.items() if role != "tool"},
+    (ChatCompletionToolMessageParam, "tool_call_id"): _Id,
+    (_assistant.Audio, "id"): _Id,
+    (_assistant.FunctionCall, "name"): _FunctionName,
+    (_assistant.FunctionCall, "arguments"): _Arguments,
+    (_call.ChatCompletionMessageFunctionToolCallParam, "id"): _Id,
+    (_call.Function, "name"): _FunctionName,
+    (_call.Function, "arguments"): _Arguments,
+    (_custom_call.ChatCompletionMessageCustomToolCallParam, "id"): _Id,
+    (_image.ImageURL, "url"): Annotated[str, Len(1), AfterValidator(_url)],
+    (_audio.InputAudio, "data"): _Data,
+    (_part.File, "file"): Annotated[_part.FileFile, AfterValidator(_file_source)],
+    (_part.FileFile, "file_data"): _Data,
+    (_part.FileFile, "file_id"): _Id,
+    (_part.FileFile, "filename"): _Id,
+}
+# Fields the API accepts that the SDK's TypedDicts lack: the official cookbook's
+# function-calling examples send the function's name on tool results.
+_ADDED: dict[Any, dict[str, Any]] = {ChatCompletionToolMessageParam: {"name": _Name}}
 
 
-def _check_function(c: _Checker, fn: object, path: str) -> dict[str, Any] | None:
-    out = c.obj(fn, path, ("name", "arguments"))
-    if out is None:
-        return None
-    if "name" in out:
-        name = c.nonempty_text(out["name"], f"{path}.name")
-        if name is not None and not _FUNCTION_NAME_RE.fullmatch(name):
-            c.add(f"{path}.name", "must match ^[a-zA-Z0-9_-]+$ (letters, digits, _ and -)")
-    if "arguments" in out:
-        args = c.text(out["arguments"], f"{path}.arguments")
-        if args is not None:
-            try:
-                json.loads(args)
-            except ValueError:
-                c.add(f"{path}.arguments", "must be a JSON string (as the model produced it)")
-    return out
+@functools.cache
+def _adapters() -> dict[str, Any]:
+    """One validator per role, built on first use (building takes tens of milliseconds)."""
+    schema = SdkSchema(_FIELDS, _ADDED)
+    return {role: schema.adapter(td) for role, td in _BY_ROLE.items()}
 
 
-def _check_tool_calls(c: _Checker, calls: object) -> list[Any]:
-    if not isinstance(calls, (list, tuple)):
-        c.add("tool_calls", f"must be a list, got {type(calls).__name__}")
-        return []
-    if not calls:
-        c.add("tool_calls", "must not be empty (leave it out instead)")
-        return []
-    out: list[Any] = []
+def _assistant_rules(msg: Mapping[str, Any], problems: list[Problem], index: int | None) -> None:
+    """Rules across an assistant message's fields; they read unvalidated input, so that they
+    are reported together with pydantic's errors."""
+    if "content" not in msg and not (
+        {"tool_calls", "function_call", "audio", "refusal"} & set(msg)
+    ):
+        problems.append(
+            Problem(
+                index,
+                "content",
+                "is required unless tool_calls, function_call, audio or refusal is set",
+            )
+        )
+    calls = msg.get("tool_calls")
     seen: set[str] = set()
-    for i, call in enumerate(calls):
-        path = f"tool_calls[{i}]"
-        kind = call.get("type") if isinstance(call, Mapping) else None
-        if kind == "custom":
-            tc = c.obj(call, path, ("id", "type", "custom"))
-            if tc is not None and "custom" in tc:
-                cu = c.obj(tc["custom"], f"{path}.custom", ("name", "input"))
-                if cu is not None:
-                    for key in ("name", "input"):
-                        if key in cu:
-                            c.text(cu[key], f"{path}.custom.{key}")
-                    tc["custom"] = cu
-        else:
-            tc = c.obj(call, path, ("id", "type", "function"))
-            if tc is not None and "type" in tc and kind != "function":
-                c.add(f"{path}.type", "must be 'function' or 'custom'")
-            if tc is not None and "function" in tc:
-                tc["function"] = _check_function(c, tc["function"], f"{path}.function")
-        if tc is not None and "id" in tc:
-            cid = c.nonempty_text(tc["id"], f"{path}.id")
-            if cid is not None:
-                if cid in seen:
-                    c.add(f"{path}.id", f"duplicates tool call id {cid!r} in the same message")
-                seen.add(cid)
-        out.append(tc)
+    for i, call in enumerate(calls if isinstance(calls, (list, tuple)) else ()):
+        cid = call.get("id") if isinstance(call, Mapping) else None
+        if isinstance(cid, str) and cid:
+            if cid in seen:
+                problems.append(
+                    Problem(
+                        index,
+                        f"tool_calls[{i}].id",
+                        f"duplicates tool call id {cid!r} in the same message",
+                    )
+                )
+            seen.add(cid)
+
+
+def _in_order(out: Any, raw: Any) -> Any:
+    """``out`` with the keys of every object in ``raw``'s order: what was stored comes back as
+    it was sent (pydantic emits its schema's order)."""
+    if isinstance(out, dict) and isinstance(raw, Mapping):
+        keys = [k for k in raw if k in out] + [k for k in out if k not in raw]
+        return {k: _in_order(out[k], raw.get(k)) for k in keys}
+    if isinstance(out, list) and isinstance(raw, (list, tuple)) and len(out) == len(raw):
+        return [_in_order(o, r) for o, r in zip(out, raw, strict=True)]
     return out
 
 
-def _check(c: _Checker, raw: Mapping[str, Any]) -> dict[str, Any] | None:
+def _check(
+    raw: Mapping[str, Any], index: int | None, problems: list[Problem]
+) -> dict[str, Any] | None:
+    """Validate one message dict (``None`` fields already dropped); None if it has problems."""
     role = raw.get("role")
-    if role not in _ALLOWED_KEYS:
-        if role is None:
-            c.add("role", "is required")
-        else:
-            c.add("role", f"must be one of {', '.join(ROLES)}, got {role!r}")
+    adapter = _adapters().get(role) if isinstance(role, str) else None
+    if adapter is None or not isinstance(role, str):
+        rule = "is required" if role is None else f"must be one of {', '.join(ROLES)}"
+        problems.append(
+            Problem(index, "role", rule + ("" if role is None else f", got {describe(role)}"))
+        )
         return None
-    allowed = _ALLOWED_KEYS[role]
-    msg: dict[str, Any] = {}
-    for key, value in raw.items():
-        if value is None:
-            continue  # the API treats null as absent; we never emit None
-        if key not in allowed:
-            c.add(
-                key, f"is not allowed on a {role} message (allowed: {', '.join(sorted(allowed))})"
-            )
-            continue
-        msg[key] = value
-
-    if "name" in msg:
-        name = c.nonempty_text(msg["name"], "name")
-        if name is not None and (len(name) > _MAX_NAME or not _NAME_RE.fullmatch(name)):
-            c.add("name", "must be 1-64 characters with no whitespace and none of < | \\ / >")
-    elif role == "function":
-        c.add("name", "is required on a function message")
-
+    out, errors = validate(adapter, raw)
+    own: list[Problem] = []
     if role == "assistant":
-        if "tool_calls" in msg:
-            msg["tool_calls"] = _check_tool_calls(c, msg["tool_calls"])
-        if "function_call" in msg:
-            msg["function_call"] = _check_function(c, msg["function_call"], "function_call")
-        if "refusal" in msg:
-            c.text(msg["refusal"], "refusal")
-        if "audio" in msg:
-            audio = c.obj(msg["audio"], "audio", ("id",))
-            if audio is not None and "id" in audio:
-                c.nonempty_text(audio["id"], "audio.id")
-            msg["audio"] = audio
-        if "content" not in msg and not (
-            {"tool_calls", "function_call", "audio", "refusal"} & set(msg)
-        ):
-            c.add(
-                "content", "is required unless tool_calls, function_call, audio or refusal is set"
-            )
-    elif "content" not in msg:
-        c.add("content", f"is required on a {role} message")
-
-    if role == "tool":
-        if "tool_call_id" in msg:
-            c.nonempty_text(msg["tool_call_id"], "tool_call_id")
-        else:
-            c.add("tool_call_id", "is required on a tool message")
-
-    if "content" in msg:
-        msg["content"] = _check_content(c, msg["content"], role)
-    return msg
+        _assistant_rules(raw, own, index)
+    if not errors and not own:
+        return _in_order(out, raw)  # the caller's key order, at every depth
+    for issue in explain(adapter, errors, patterns=_PATTERNS, nouns=_NOUNS):
+        rule = issue.rule
+        if len(issue.loc) == 1 and issue.kind == "missing":
+            rule = f"is required on a {role} message"
+        elif len(issue.loc) == 1 and issue.kind == "extra_forbidden":
+            rule = rule.replace("is not a known field", f"is not allowed on a {role} message")
+        elif issue.loc[:1] == ("content",) and issue.loc[-1:] == ("type",):
+            rule += f" for a {role} message"
+        problems.append(Problem(index, path(issue.loc), rule))
+    problems.extend(own)
+    return None
 
 
 def to_api_dict(message: object) -> dict[str, Any]:
@@ -370,176 +270,23 @@ def validate_message(message: object, *, index: int | None = None) -> dict[str, 
 def _normalize(
     message: object, index: int | None, problems: list[Problem]
 ) -> dict[str, Any] | None:
+    """The message as an API dict, or None with its problems appended to ``problems``."""
     if type(message) is dict and len(message) == 2:
-        # the common {"role", "content": str} message, checked without the general walk
+        # the common {"role", "content": str} message, checked without building a validator
         role, content = message.get("role"), message.get("content")
-        if type(content) is str and role in _PLAIN_ROLES and _text_problem(content) is None:
+        if (
+            type(content) is str
+            and type(role) is str
+            and role in _PLAIN_ROLES
+            and text_problem(content) is None
+        ):
             return {"role": role, "content": content}
     try:
         raw = to_api_dict(message)
     except InvalidMessageError as exc:
         problems.extend(Problem(index, p.field, p.rule) for p in exc.problems)
         return None
-    return _check(_Checker(index, problems), raw)
-
-
-@dataclass
-class ToolCallState:
-    """The tool calls still waiting for results after the newest assistant ``tool_calls``.
-
-    A conversation keeps this between writes so that each append is checked against what came
-    before without reading the history: a tool message must answer one of ``calls``, and no
-    other message may come while some are unanswered.
-    """
-
-    calls: list[str] = field(default_factory=list)
-    answered: list[str] = field(default_factory=list)
-    #: where the assistant message is: its index in the array being checked, or None if stored
-    assistant_index: int | None = None
-    #: its seq when it is a stored message
-    assistant_seq: int | None = None
-    #: the called functions' names, parallel to ``calls`` (a tool result is counted under it)
-    names: list[str] = field(default_factory=list)
-
-    @property
-    def pending(self) -> list[str]:
-        done = set(self.answered)
-        return [c for c in self.calls if c not in done]
-
-    def to_json(self) -> str | None:
-        if not self.calls:
-            return None
-        return json.dumps(
-            {
-                "calls": self.calls,
-                "names": self.names,
-                "answered": self.answered,
-                "seq": self.assistant_seq,
-            },
-            separators=(",", ":"),
-            ensure_ascii=False,
-        )
-
-    @classmethod
-    def from_json(cls, text: str | None) -> ToolCallState:
-        if not text:
-            return cls()
-        data = json.loads(text)
-        return cls(
-            list(data["calls"]),
-            list(data["answered"]),
-            None,
-            data.get("seq"),
-            list(data.get("names") or ()),
-        )
-
-    def assistant_stub(self) -> dict[str, Any] | None:
-        """The open assistant message as far as counting its tool results needs it."""
-        if not self.calls:
-            return None
-        return {
-            "role": "assistant",
-            "tool_calls": [
-                {"id": cid, "type": "function", "function": {"name": name, "arguments": "{}"}}
-                for cid, name in zip(self.calls, self.names or [""] * len(self.calls), strict=False)
-            ],
-        }
-
-    def _origin(self) -> str:
-        if self.assistant_index is not None:
-            return f"messages[{self.assistant_index}]"
-        if self.assistant_seq is not None:
-            return f"the stored assistant message seq {self.assistant_seq}"
-        return "the assistant message"
-
-    def feed(
-        self,
-        msg: Mapping[str, Any],
-        index: int | None,
-        problems: list[Problem],
-        seq: int | None = None,
-    ) -> None:
-        """Advance over one message, reporting where it breaks the pairing rules."""
-        role = msg.get("role")
-        if role == "tool":
-            cid = msg.get("tool_call_id")
-            if not isinstance(cid, str):
-                return
-            if not self.calls:
-                problems.append(
-                    Problem(
-                        index,
-                        "tool_call_id",
-                        f"answers no tool call: a tool message must follow an assistant message "
-                        f"whose tool_calls include {cid!r}",
-                    )
-                )
-            elif cid in self.answered:
-                problems.append(
-                    Problem(index, "tool_call_id", f"duplicates the result for tool call {cid!r}")
-                )
-            elif cid not in self.calls:
-                expected = ", ".join(map(repr, self.pending or self.calls))
-                problems.append(
-                    Problem(
-                        index,
-                        "tool_call_id",
-                        f"{cid!r} matches no tool_calls id of {self._origin()} "
-                        f"(expected one of {expected})",
-                    )
-                )
-            else:
-                self.answered.append(cid)
-            return
-        missing = self.pending
-        if missing:
-            ids = ", ".join(map(repr, missing))
-            if self.assistant_index is not None:
-                problems.append(
-                    Problem(
-                        self.assistant_index,
-                        "tool_calls",
-                        f"tool call(s) {ids} have no tool result before messages[{index}] "
-                        "(every tool call must be answered before the next non-tool message)",
-                    )
-                )
-            else:
-                problems.append(
-                    Problem(
-                        index,
-                        "role",
-                        f"a {role} message cannot come while tool call(s) {ids} of "
-                        f"{self._origin()} have no result: append their tool messages first",
-                    )
-                )
-        self.calls, self.answered, self.names = [], [], []
-        self.assistant_index, self.assistant_seq = None, None
-        calls = msg.get("tool_calls") if role == "assistant" else None
-        if calls:
-            for tc in calls:
-                if isinstance(tc, Mapping) and isinstance(tc.get("id"), str):
-                    self.calls.append(tc["id"])
-                    self.names.append(_call_name(tc))
-            self.assistant_index, self.assistant_seq = index, seq
-
-    def finish(self, problems: list[Problem]) -> None:
-        """Report calls left unanswered at the end of a request."""
-        missing = self.pending
-        if missing:
-            problems.append(
-                Problem(
-                    self.assistant_index,
-                    "tool_calls",
-                    f"tool call(s) {', '.join(map(repr, missing))} have no tool result "
-                    "(every tool call must be answered before the next non-tool message)",
-                )
-            )
-
-
-def _call_name(tc: Mapping[str, Any]) -> str:
-    body = tc.get("function") if tc.get("type") != "custom" else tc.get("custom")
-    name = body.get("name") if isinstance(body, Mapping) else None
-    return name if isinstance(name, str) else ""
+    return _check(raw, index, problems)
 
 
 def validate_messages(
@@ -551,6 +298,11 @@ def validate_messages(
     problem by index and field. ``allow_pending_tool_calls`` accepts an array that ends while
     tool results are still due, as a stored conversation may between turns.
     """
+    if type(messages) is not list and (
+        isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Iterable)
+    ):
+        got = type(messages).__name__
+        raise InvalidMessageError([Problem(None, "messages", f"must be a list, got {got}")])
     problems: list[Problem] = []
     out: list[dict[str, Any]] = []
     state = ToolCallState()
@@ -592,7 +344,7 @@ class Message(BaseModel):
     @model_validator(mode="after")
     def _api_rules(self) -> Message:
         problems: list[Problem] = []
-        _check(_Checker(None, problems), self.model_dump(exclude_none=True))
+        _check(self.model_dump(exclude_none=True), None, problems)
         if problems:
             raise ValueError("; ".join(str(p) for p in problems))
         return self
@@ -625,5 +377,5 @@ class Message(BaseModel):
         return cls(role="assistant", content=content, tool_calls=tool_calls)
 
     @classmethod
-    def tool(cls, tool_call_id: str, content: str) -> Message:
-        return cls(role="tool", tool_call_id=tool_call_id, content=content)
+    def tool(cls, tool_call_id: str, content: str, *, name: str | None = None) -> Message:
+        return cls(role="tool", tool_call_id=tool_call_id, content=content, name=name)
