@@ -13,7 +13,9 @@ import base64
 import binascii
 import functools
 import hashlib
+import re
 import warnings
+from collections.abc import Callable
 from importlib import resources
 
 import tiktoken
@@ -24,7 +26,10 @@ from chatledger.errors import EncodingIntegrityError, UnknownModelWarning
 __all__ = [
     "BUNDLED_ENCODINGS",
     "DEFAULT_ENCODING",
+    "LONG_TEXT",
+    "chunked_len",
     "encoding_name_for_model",
+    "has_long_whitespace",
     "load_encoding",
     "normalize_model",
 ]
@@ -204,3 +209,32 @@ def encoding_name_for_model(model: str, *, stacklevel: int = 2) -> str:
             stacklevel=stacklevel,
         )
     return encoding
+
+
+# --- counting texts tiktoken cannot take whole -------------------------------------------------
+
+LONG_TEXT = 1 << 16
+"""Texts at least this long are checked for whitespace runs as long: tiktoken's split regex
+overflows its stack on runs of about 1M whitespace chars (a PyO3 PanicException, which is a
+BaseException and escapes ``except Exception``)."""
+_LONG_SPACE = re.compile(r"\s{%d,}" % LONG_TEXT)  # noqa: UP031 (a regex quantifier)
+CHUNK = 4096
+
+
+def has_long_whitespace(text: str) -> bool:
+    """True when ``text`` has a whitespace run that :func:`chunked_len` cuts."""
+    return len(text) >= LONG_TEXT and _LONG_SPACE.search(text) is not None
+
+
+def chunked_len(text: str, encode: Callable[[str], list[int]]) -> int:
+    """Token count of a text whose long whitespace runs are cut every ``CHUNK`` chars, each cut
+    counted one token more: on every run length, whitespace kind and neighbour measured (tests)
+    this is never under the exact count, and at most one token per cut over it."""
+    if not has_long_whitespace(text):
+        return len(encode(text))
+    n, start = 0, 0
+    for run in _LONG_SPACE.finditer(text):
+        for cut in range(run.start() + CHUNK, run.end() - 1, CHUNK):
+            n += len(encode(text[start:cut])) + 1
+            start = cut
+    return n + len(encode(text[start:]))

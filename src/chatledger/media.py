@@ -1,6 +1,9 @@
-"""Image token costs for chat models, from the published formulas.
+"""Media token costs: images (tiles or patches), input audio (seconds), PDF files (pages).
 
-Source: OpenAI "Images and vision" guide, section "Calculating costs"
+Images follow the published formulas; audio and PDF costs are documented estimates. Sizes,
+durations and page counts are sniffed from the bytes' headers, without Pillow.
+
+Image source: OpenAI "Images and vision" guide, section "Calculating costs"
 (https://platform.openai.com/docs/guides/images-vision#calculating-costs). Two families:
 
 * **tiles** (gpt-4o, gpt-4.1, gpt-4.5, gpt-5, gpt-4o-mini, o1/o3, computer-use-preview):
@@ -21,16 +24,23 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
+    "AUDIO_TOKENS_PER_SECOND",
+    "PDF_TEXT_TOKENS_PER_PAGE",
     "ImageRule",
+    "audio_tokens",
+    "file_tokens",
     "image_dimensions",
     "image_rule_for_model",
     "image_tokens",
     "patch_count",
+    "pdf_pages",
     "tile_count",
 ]
 
@@ -87,13 +97,13 @@ _TILE_GPT5 = ImageRule("tile", base=70, tile=140)
 _TILE_O_SERIES = ImageRule("tile", base=75, tile=150)
 _TILE_CUA = ImageRule("tile", base=65, tile=129)
 
-# Longest matching prefix wins. Model names are normalised by chatledger._bpe.normalize_model.
+# Longest matching prefix wins. Model names are normalised by chatledger.encodings.normalize_model.
 _RULES: dict[str, ImageRule] = {
     "gpt-4.1-mini": ImageRule("patch", multiplier=1.62, overhead=1),
     "gpt-4.1-nano": ImageRule("patch", multiplier=2.46, overhead=1),
     "o4-mini": ImageRule("patch", multiplier=1.72, overhead=1),
-    "gpt-5-mini": ImageRule("patch", multiplier=1.62, overhead=1),
-    "gpt-5-nano": ImageRule("patch", multiplier=2.46, overhead=1),
+    "gpt-5-mini": ImageRule("patch", multiplier=1.2, overhead=1),  # recorded, not the docs 1.62
+    "gpt-5-nano": ImageRule("patch", multiplier=1.5, overhead=1),  # recorded, not the docs 2.46
     "gpt-5": _TILE_GPT5,
     "gpt-4o-mini": _TILE_4O_MINI,
     "gpt-4o": _TILE_4O,
@@ -123,14 +133,21 @@ def tile_count(width: int, height: int) -> int:
     Resized sides are rounded half-to-even: recorded gpt-4.1 usage bills 2049x513 as 8 tiles and
     2050x513 as 4 (512.75 -> 513 but 512.5 -> 512).
     """
-    w, h = float(width), float(height)
-    if max(w, h) > _FIT_BOX:
-        scale = _FIT_BOX / max(w, h)
-        w, h = float(round(w * scale)), float(round(h * scale))
+    w, h = _fit(width, height)
     if min(w, h) > _SHORT_SIDE:
         scale = _SHORT_SIDE / min(w, h)
-        w, h = float(round(w * scale)), float(round(h * scale))
-    return math.ceil(w / _TILE) * math.ceil(h / _TILE)
+        w, h = max(1.0, float(round(w * scale))), max(1.0, float(round(h * scale)))
+    return max(1, math.ceil(w / _TILE) * math.ceil(h / _TILE))
+
+
+def _fit(width: int, height: int) -> tuple[float, float]:
+    """Fit in 2048x2048 (never enlarge); a side never shrinks below one pixel, so an extreme
+    aspect ratio (8193x1) still costs a tile."""
+    w, h = max(1.0, float(width)), max(1.0, float(height))
+    if max(w, h) > _FIT_BOX:
+        scale = _FIT_BOX / max(w, h)
+        w, h = max(1.0, float(round(w * scale))), max(1.0, float(round(h * scale)))
+    return w, h
 
 
 def patch_count(width: int, height: int) -> int:
@@ -141,10 +158,7 @@ def patch_count(width: int, height: int) -> int:
     by it), then, above 1536 patches, scaled by ``r`` so a whole number of patches covers the
     limiting side.
     """
-    w, h = float(width), float(height)
-    if max(w, h) > _FIT_BOX:
-        scale = _FIT_BOX / max(w, h)
-        w, h = float(round(w * scale)), float(round(h * scale))
+    w, h = _fit(width, height)
     raw = math.ceil(w / _PATCH) * math.ceil(h / _PATCH)
     if raw <= _MAX_PATCHES:
         return raw
@@ -152,8 +166,8 @@ def patch_count(width: int, height: int) -> int:
     pw, ph = w * r / _PATCH, h * r / _PATCH
     r *= min(math.floor(pw) / pw, math.floor(ph) / ph)
     # Whole pixels, as in the docs' example (1086 * 33/33.94 -> 1056, 1448 -> 1408).
-    rw, rh = math.floor(w * r + 1e-6), math.floor(h * r + 1e-6)
-    return min(math.ceil(rw / _PATCH) * math.ceil(rh / _PATCH), _MAX_PATCHES)
+    rw, rh = max(1, math.floor(w * r + 1e-6)), max(1, math.floor(h * r + 1e-6))
+    return max(1, min(math.ceil(rw / _PATCH) * math.ceil(rh / _PATCH), _MAX_PATCHES))
 
 
 # --- header parsers -------------------------------------------------------------------------
@@ -266,3 +280,104 @@ def image_tokens(url: str, detail: str, rule: ImageRule) -> int:
     if size is None:
         return rule.worst_case(detail)
     return rule.tokens(size[0], size[1], detail)
+
+
+# --- audio and files ------------------------------------------------------------------------
+
+AUDIO_TOKENS_PER_SECOND = 10
+"""Input audio: 1 token per 100 ms (OpenAI's realtime pricing: $100 per 1M audio input tokens,
+"about $0.06 per minute"). An estimate; the API reports audio tokens separately."""
+_AUDIO_MARGIN = 6  # per audio part: recorded gpt-4o-audio-preview figures were 3-4 above the rate
+_AUDIO_FALLBACK_BYTES_PER_SECOND = 4000  # 32 kbit/s when the header cannot be read: long side
+PDF_TEXT_TOKENS_PER_PAGE = 800
+"""Estimated text tokens per PDF page (the API sends each page's text and an image of it)."""
+PDF_PAGE_PIXELS = (1224, 1584)  # a US-letter page at 144 dpi, priced as a high-detail image
+_PDF_FALLBACK_BYTES_PER_PAGE = 30_000
+_PDF_PAGE_RE = re.compile(rb"/Type\s*/Page(?![a-zA-Z])")
+
+
+def _b64(data: str) -> bytes:
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        return base64.b64decode(data, validate=False)
+    except (binascii.Error, ValueError):
+        return b""
+
+
+def _wav_seconds(raw: bytes) -> float | None:
+    if len(raw) < 12 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
+        return None
+    i, byte_rate = 12, 0
+    while i + 8 <= len(raw):
+        chunk, size = raw[i : i + 4], struct.unpack("<I", raw[i + 4 : i + 8])[0]
+        if chunk == b"fmt " and i + 20 <= len(raw):
+            byte_rate = struct.unpack("<I", raw[i + 16 : i + 20])[0]
+        elif chunk == b"data":
+            if byte_rate <= 0:
+                return None
+            available = len(raw) - i - 8
+            return float(min(size, available) if size else available) / byte_rate
+        i += 8 + size + (size & 1)
+    return None
+
+
+_MP3_KBPS = {
+    (3, 1): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),  # MPEG1 L3
+    (3, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),  # MPEG1 L2
+    (3, 3): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),  # MPEG1 L1
+    (2, 1): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),  # MPEG2/2.5 L2, L3
+    (2, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (2, 3): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+}
+
+
+def _mp3_seconds(raw: bytes) -> float | None:
+    """Duration from the first frame's bitrate (exact for constant bitrate files)."""
+    i = 0
+    if raw[:3] == b"ID3" and len(raw) >= 10:
+        size = (raw[6] << 21) | (raw[7] << 14) | (raw[8] << 7) | raw[9]
+        i = 10 + size
+    end = min(len(raw) - 4, i + 64 * 1024)
+    while i < end:
+        if raw[i] == 0xFF and raw[i + 1] & 0xE0 == 0xE0:
+            version = (raw[i + 1] >> 3) & 3  # 3 = MPEG1, 2 = MPEG2, 0 = MPEG2.5
+            layer = (raw[i + 1] >> 1) & 3  # 1 = L3, 2 = L2, 3 = L1
+            index = raw[i + 2] >> 4
+            table = _MP3_KBPS.get((3 if version == 3 else 2, layer))
+            if version != 1 and table is not None and 0 < index < 15:
+                return (len(raw) - i) * 8 / (table[index] * 1000)
+        i += 1
+    return None
+
+
+def audio_tokens(spec: Any) -> int:
+    """Input audio (estimate): duration from the WAV or MP3 header at 10 tokens per second."""
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("data"), str):
+        return 0
+    raw = _b64(spec["data"])
+    if not raw:
+        return 0
+    seconds = _wav_seconds(raw) if spec.get("format") != "mp3" else None
+    if seconds is None:
+        seconds = _mp3_seconds(raw)
+    if seconds is None:
+        seconds = len(raw) / _AUDIO_FALLBACK_BYTES_PER_SECOND
+    return math.ceil(seconds * AUDIO_TOKENS_PER_SECOND) + _AUDIO_MARGIN
+
+
+def pdf_pages(file_data: str) -> int:
+    """Pages of a base64 PDF: ``/Type /Page`` objects, else one per 30 kB (estimate)."""
+    raw = _b64(file_data)
+    pages = len(_PDF_PAGE_RE.findall(raw))
+    if pages:
+        return pages
+    return max(1, math.ceil(len(raw) / _PDF_FALLBACK_BYTES_PER_PAGE))
+
+
+def file_tokens(spec: Any, rule: ImageRule) -> int:
+    """PDF input (estimate): each page as its text and as a high-detail page image."""
+    pages = 1
+    if isinstance(spec, Mapping) and isinstance(spec.get("file_data"), str):
+        pages = pdf_pages(spec["file_data"])
+    return pages * (rule.tokens(*PDF_PAGE_PIXELS, "high") + PDF_TEXT_TOKENS_PER_PAGE)
