@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any, Literal
 
 from chatledger.config import LedgerConfig
@@ -69,7 +68,17 @@ class Handle:
     def __init__(self, config: LedgerConfig, loaded: Loaded) -> None:
         self.config = config
         self.pk = loaded.pk
+        #: the last request's pre-send count and rule families, for the drift report
+        self.sent: tuple[int, frozenset[str]] | None = None
         self.load(loaded)
+
+    def take_sent(self, prompt_tokens: int | None) -> tuple[int, frozenset[str]] | None:
+        """What the request being recorded was counted at: the caller's figure, else the last
+        request this handle built (used once)."""
+        sent, self.sent = self.sent, None
+        if prompt_tokens is not None:
+            return prompt_tokens, sent[1] if sent is not None else frozenset()
+        return sent
 
     def load(self, loaded: Loaded) -> ConversationInfo:
         info = loaded.info
@@ -136,7 +145,3 @@ class Handle:
             self._updated_at = stored[-1].created_at
             self._cached = None
         return stored
-
-    def touched(self, when: datetime) -> None:
-        self._updated_at = when
-        self._cached = None
