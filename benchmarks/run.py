@@ -12,6 +12,7 @@ the verdict printed next to its time. Writes benchmarks/RESULTS.md and benchmark
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import os
 import platform
@@ -484,8 +485,13 @@ def main(argv: list[str] | None = None) -> int:
     reps = 5 if args.quick else 11
     backends = ["sqlite"] + ([] if args.no_postgres else ["postgresql"])
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory() as d:
+    global PG_URL
+    with tempfile.TemporaryDirectory() as d, contextlib.ExitStack() as stack:
         tmp = Path(d)
+        if not args.no_postgres:  # a database of its own: no schema left by other runs
+            import peers
+
+            PG_URL = stack.enter_context(peers.pg_database(PG_URL))
         bench_count_tokens(reps, rows)
         for b in backends:
             for n in sizes:

@@ -3,6 +3,13 @@
 PostgreSQL and MariaDB are reached over TCP on this machine; their URLs can be overridden with
 CHATLEDGER_TEST_POSTGRESQL_URL and CHATLEDGER_TEST_MARIADB_URL. Under ``CI=true`` a server
 that cannot be reached fails the run instead of skipping its tests.
+
+Twins: in a module marked ``pytestmark = pytest.mark.twins`` every test that uses a ledger
+(``ledger``, ``open_ledger``, ``shared_ledger``, or ``twin`` itself) runs once per twin, ids
+``test_x[sqlite-sync]`` and ``test_x[sqlite-async]``: the async twin through the blocking
+facade of ``twins.py``. ``@pytest.mark.sync_only`` / ``@pytest.mark.async_only`` keep a test
+that is about one twin (threads, an event loop's own behaviour) to that twin; a test using
+``aledger`` (an ``async def`` test) must be ``async_only``. Elsewhere ``twin`` is "sync".
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from sqlalchemy import create_engine, make_url, text
@@ -22,6 +29,7 @@ from sqlalchemy.engine import Engine
 
 import chatledger as cl
 from chatledger.store.engine import resolve_url
+from twins import TWINS, AnyLedger, Opener, Twin
 
 SERVER_URLS = {
     "postgresql": os.environ.get(
@@ -81,6 +89,31 @@ def backend_url(backend: str, tmp_path: Path) -> str:
     return _run_urls[backend]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    for line in (
+        "twins: run this module's ledger tests once per twin (sync, async)",
+        "sync_only: a test of the sync twin alone (in a twins module)",
+        "async_only: a test of the async twin alone (in a twins module)",
+    ):
+        config.addinivalue_line("markers", line)
+
+
+@pytest.hookimpl(trylast=True)  # after the backend fixture's params: ids read sqlite-sync
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    twins_module = metafunc.definition.get_closest_marker("twins") is not None
+    if "twin" not in metafunc.fixturenames or not twins_module:
+        return
+    sync_only = metafunc.definition.get_closest_marker("sync_only") is not None
+    async_only = metafunc.definition.get_closest_marker("async_only") is not None
+    name = metafunc.definition.nodeid
+    if sync_only and async_only:
+        raise pytest.UsageError(f"{name}: sync_only and async_only at once")
+    if "aledger" in metafunc.fixturenames and not async_only:
+        raise pytest.UsageError(f"{name} uses aledger: mark it async_only")
+    twins = ["sync"] if sync_only else ["async"] if async_only else list(TWINS)
+    metafunc.parametrize("twin", twins, indirect=True)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -92,36 +125,62 @@ def db_url(backend: str, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def ledger(db_url: str) -> Iterator[cl.Ledger]:
-    with cl.Ledger(db_url) as led:
-        yield led
+def twin(request: pytest.FixtureRequest) -> Twin:
+    """The twin under test: "sync" unless the module is marked twins (see the module doc)."""
+    return cast(Twin, getattr(request, "param", "sync"))
 
 
 @pytest.fixture
-def aledger(db_url: str) -> cl.AsyncLedger:
-    # closed by pytest_pyfunc_call inside the test's own event loop
+def open_ledger(twin: Twin) -> Iterator[Opener]:
+    """``open_ledger(url, **options)``: a ledger of this test's twin, closed when it ends."""
+    with Opener(twin) as opener:
+        yield opener
+
+
+@pytest.fixture
+def ledger(open_ledger: Opener, db_url: str) -> AnyLedger:
+    """This test's twin on this test's database: ``cl.Ledger``, or the blocking facade over
+    ``cl.AsyncLedger``."""
+    return open_ledger(db_url)
+
+
+@pytest.fixture
+def aledger(db_url: str, twin: Twin) -> cl.AsyncLedger:
+    """An AsyncLedger for ``async def`` tests (``twin`` only puts "async" in their id); closed
+    by pytest_pyfunc_call inside the test's own event loop."""
     return cl.AsyncLedger(db_url)
 
 
 @pytest.fixture
-def sync_engine(ledger: cl.Ledger) -> Engine:
+def sync_engine(ledger: AnyLedger) -> Engine:
     return ledger.engine
 
 
 @pytest.fixture(scope="session")
-def shared_ledger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[str], cl.Ledger]]:
-    """One ledger per backend for the whole run, for property tests' many examples."""
-    ledgers: dict[str, cl.Ledger] = {}
-    tmp = tmp_path_factory.mktemp("shared")
+def shared_ledgers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[str, Twin], AnyLedger]]:
+    """One ledger per backend and twin for the whole run, for property tests' many examples."""
+    ledgers: dict[tuple[str, Twin], AnyLedger] = {}
+    openers = {t: Opener(t) for t in TWINS}
 
-    def get(backend: str) -> cl.Ledger:
-        if backend not in ledgers:
-            ledgers[backend] = cl.Ledger(backend_url(backend, tmp))
-        return ledgers[backend]
+    def get(backend: str, twin: Twin) -> AnyLedger:
+        if (backend, twin) not in ledgers:
+            tmp = tmp_path_factory.mktemp(f"shared-{twin}")
+            ledgers[backend, twin] = openers[twin](backend_url(backend, tmp))
+        return ledgers[backend, twin]
 
     yield get
-    for led in ledgers.values():
-        led.close()
+    for opener in openers.values():
+        opener.close()
+
+
+@pytest.fixture
+def shared_ledger(
+    shared_ledgers: Callable[[str, Twin], AnyLedger], backend: str, twin: Twin
+) -> AnyLedger:
+    """This test's backend and twin, on a ledger shared by the whole run."""
+    return shared_ledgers(backend, twin)
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""Hostile and malformed input through the public API: every one is refused with a typed error
-that names the problem, and the database is byte-for-byte unchanged afterwards."""
+"""Hostile and malformed input through the public API of both twins: every one is refused with
+a typed error that names the problem, and the database is byte-for-byte unchanged afterwards."""
 
 from __future__ import annotations
 
@@ -12,6 +12,9 @@ from sqlalchemy import select
 
 import chatledger as cl
 from chatledger.store.schema import completions, conversations, messages, summaries
+from twins import AnyConversation, AnyLedger, Opener
+
+pytestmark = pytest.mark.twins
 
 SQL = "x'); DROP TABLE chatledger_messages; --"
 CALL = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
@@ -158,7 +161,7 @@ BAD_MESSAGES: list[tuple[str, Any]] = [
 ]
 
 
-def snapshot(ledger: cl.Ledger) -> list[list[tuple[Any, ...]]]:
+def snapshot(ledger: AnyLedger) -> list[list[tuple[Any, ...]]]:
     """Every row of every chatledger table, in key order."""
     with ledger.engine.connect() as conn:
         return [
@@ -168,9 +171,8 @@ def snapshot(ledger: cl.Ledger) -> list[list[tuple[Any, ...]]]:
 
 
 @pytest.fixture
-def small(db_url: str) -> Any:
-    with cl.Ledger(db_url, max_message_bytes=64_000) as led:
-        yield led
+def small(open_ledger: Opener, db_url: str) -> AnyLedger:
+    return open_ledger(db_url, max_message_bytes=64_000)
 
 
 def test_corpus_is_big_enough() -> None:
@@ -179,7 +181,7 @@ def test_corpus_is_big_enough() -> None:
 
 @pytest.mark.parametrize(("label", "message"), BAD_MESSAGES, ids=[b[0] for b in BAD_MESSAGES])
 def test_bad_message_is_refused_and_nothing_written(
-    small: cl.Ledger, uid: str, label: str, message: Any
+    small: AnyLedger, uid: str, label: str, message: Any
 ) -> None:
     conv = small.conversation(f"bad-{uid}", owner="tenant", system="sys")
     conv.append({"role": "user", "content": "a good message"})
@@ -193,13 +195,13 @@ def test_bad_message_is_refused_and_nothing_written(
     assert snapshot(small) == before, label
 
 
-def _pending(conv: cl.Conversation) -> None:
+def _pending(conv: AnyConversation) -> None:
     conv.append({"role": "user", "content": "q"})
     conv.append({"role": "assistant", "tool_calls": [CALL]})
 
 
 # (label, call, expected error): calls other than append that must refuse bad input
-BAD_CALLS: list[tuple[str, Callable[[cl.Ledger, cl.Conversation], Any], type[Exception]]] = [
+BAD_CALLS: list[tuple[str, Callable[[AnyLedger, AnyConversation], Any], type[Exception]]] = [
     ("id empty", lambda led, c: led.conversation(""), cl.InvalidArgumentError),
     ("id too long", lambda led, c: led.conversation("i" * 256), cl.InvalidArgumentError),
     ("id with newline", lambda led, c: led.conversation("a\nb"), cl.InvalidArgumentError),
@@ -273,10 +275,10 @@ BAD_CALLS: list[tuple[str, Callable[[cl.Ledger, cl.Conversation], Any], type[Exc
 
 @pytest.mark.parametrize(("label", "call", "error"), BAD_CALLS, ids=[b[0] for b in BAD_CALLS])
 def test_bad_call_is_refused_and_nothing_written(
-    small: cl.Ledger,
+    small: AnyLedger,
     uid: str,
     label: str,
-    call: Callable[[cl.Ledger, cl.Conversation], Any],
+    call: Callable[[AnyLedger, AnyConversation], Any],
     error: type[Exception],
 ) -> None:
     conv = small.conversation(f"call-{uid}", owner="tenant", system="sys")

@@ -1,5 +1,6 @@
 """The round trip through the real openai SDK against a local OpenAI-compatible server:
-request, response, streaming, usage, cost and budgets, on every database."""
+request, response, streaming, usage, cost and budgets, on every database and both twins (the
+async twin gets an ``openai.AsyncOpenAI`` with the test client's settings: see twins.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from typing import Any
 
 import openai
 import pytest
+from sqlalchemy import event
 
 import chatledger as cl
 from openai_server import FakeOpenAI, Reply, Usage
+from twins import AnyLedger, Opener, statements_of
+
+pytestmark = pytest.mark.twins
 
 TOOLS = [
     {
@@ -56,7 +61,7 @@ def price(table: cl.PriceTable, model: str, prompt: int, completion: int, cached
 
 
 def test_chat_tool_call_round_trip(
-    ledger: cl.Ledger, uid: str, server: FakeOpenAI, client: openai.OpenAI
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI
 ) -> None:
     conv = ledger.conversation(uid, owner=f"o-{uid}", model="gpt-4o", system="Be brief.")
     server.queue(
@@ -103,7 +108,7 @@ def test_chat_tool_call_round_trip(
 
 
 def test_request_is_ready_for_the_sdk(
-    ledger: cl.Ledger, uid: str, server: FakeOpenAI, client: openai.OpenAI
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI
 ) -> None:
     conv = ledger.conversation(uid, model="gpt-4o-mini", system="sys")
     conv.append({"role": "user", "content": "JSON please: list three colours " * 30})
@@ -127,7 +132,7 @@ def test_request_is_ready_for_the_sdk(
         conv.request(messages=[])
 
 
-def test_json_object_needs_the_word_json(ledger: cl.Ledger, uid: str) -> None:
+def test_json_object_needs_the_word_json(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid)
     conv.append({"role": "user", "content": "give me a list"})
     with pytest.raises(cl.InvalidParameterError, match="JSON"):
@@ -135,7 +140,7 @@ def test_json_object_needs_the_word_json(ledger: cl.Ledger, uid: str) -> None:
 
 
 def test_finish_reasons_mark_the_message(
-    ledger: cl.Ledger, uid: str, server: FakeOpenAI, client: openai.OpenAI
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI
 ) -> None:
     conv = ledger.conversation(uid)
     server.queue(
@@ -166,7 +171,7 @@ def test_finish_reasons_mark_the_message(
 
 
 def test_n_choices_keep_one_bill_all(
-    ledger: cl.Ledger, uid: str, server: FakeOpenAI, client: openai.OpenAI
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI
 ) -> None:
     conv = ledger.conversation(uid)
     server.queue(Reply(content="first", usage=Usage(prompt_tokens=10, completion_tokens=6)))
@@ -183,7 +188,7 @@ def test_n_choices_keep_one_bill_all(
 
 
 def test_record_is_idempotent_by_response_id(
-    ledger: cl.Ledger, uid: str, server: FakeOpenAI, client: openai.OpenAI
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI
 ) -> None:
     conv = ledger.conversation(uid)
     conv.append({"role": "user", "content": "hi"})
@@ -195,7 +200,7 @@ def test_record_is_idempotent_by_response_id(
 
 
 def test_api_error_records_nothing(
-    ledger: cl.Ledger, uid: str, server: FakeOpenAI, client: openai.OpenAI
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI
 ) -> None:
     conv = ledger.conversation(uid)
     server.queue(Reply.api_error(429, "Rate limit reached"))
@@ -209,7 +214,7 @@ def test_api_error_records_nothing(
 
 
 def test_streaming_records_the_reply(
-    ledger: cl.Ledger, uid: str, server: FakeOpenAI, client: openai.OpenAI
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI
 ) -> None:
     conv = ledger.conversation(uid, model="gpt-4o")
     server.queue(
@@ -241,7 +246,7 @@ def test_streaming_records_the_reply(
 
 
 def test_broken_stream_stores_what_arrived(
-    ledger: cl.Ledger, uid: str, server: FakeOpenAI, client: openai.OpenAI
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI
 ) -> None:
     conv = ledger.conversation(uid, model="gpt-4o")
     server.queue(
@@ -268,7 +273,7 @@ def test_broken_stream_stores_what_arrived(
 
 
 def test_stream_abandoned_by_the_caller(
-    ledger: cl.Ledger, uid: str, server: FakeOpenAI, client: openai.OpenAI
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI
 ) -> None:
     conv = ledger.conversation(uid)
     server.queue(Reply(content="a b c d e f g h i j k l"))
@@ -281,11 +286,11 @@ def test_stream_abandoned_by_the_caller(
 
 
 def test_budgets_stop_requests_before_they_are_sent(
-    db_url: str, uid: str, server: FakeOpenAI, client: openai.OpenAI
+    open_ledger: Opener, db_url: str, uid: str, server: FakeOpenAI, client: openai.OpenAI
 ) -> None:
     owner = f"o-{uid}"
     guard = cl.Budget(tokens=400, scope="owner", period="day")
-    with cl.Ledger(db_url, budgets=[guard]) as led:
+    with open_ledger(db_url, budgets=[guard]) as led:
         conv = led.conversation(uid, owner=owner)
         server.queue(Reply(content="ok", usage=Usage(prompt_tokens=200, completion_tokens=100)))
         conv.chat(client, "first", max_tokens=50)
@@ -303,35 +308,35 @@ def test_budgets_stop_requests_before_they_are_sent(
             fresh.chat(client, "expensive " * 20, budget=money, max_tokens=300)
 
 
-async def test_async_round_trip(aledger: cl.AsyncLedger, uid: str) -> None:
-    with FakeOpenAI() as server:
-        client = openai.AsyncOpenAI(base_url=server.url, api_key="test", max_retries=0)
-        conv = await aledger.conversation(uid, model="gpt-4o", system="sys")
-        server.queue(
-            Reply(content="async hello", usage=Usage(prompt_tokens=20, completion_tokens=2)),
-            Reply(
-                content="streamed words here", usage=Usage(prompt_tokens=30, completion_tokens=3)
-            ),
-        )
-        response = await conv.chat(client, "hi", strategy=cl.LastRounds(5), max_tokens=20)
-        assert response.choices[0].message.content == "async hello"
-        stream = await conv.chat(
-            client, "again", stream=True, stream_options={"include_usage": True}
-        )
-        async with stream as s:
-            parts = [c.choices[0].delta.content async for c in s if c.choices]
-        assert "".join(p or "" for p in parts) == "streamed words here"
-        assert (await conv.messages())[-1] == {
-            "role": "assistant",
-            "content": "streamed words here",
-        }
-        totals = await conv.usage()
-        assert (totals.requests, totals.prompt_tokens) == (2, 50)
-        assert await aledger.usage() is not None
-        await client.close()
+def test_budgets_are_checked_together(ledger: AnyLedger, uid: str) -> None:
+    """request() reads what every budget has used together: the connections it opens do not
+    grow with the number of budgets."""
+    conv = ledger.conversation(uid, owner=f"o-{uid}")
+    conv.append({"role": "user", "content": "hi"})
+    opened: list[Any] = []
+
+    def count(conn: Any) -> None:
+        opened.append(conn)
+
+    engine = statements_of(ledger)
+    event.listen(engine, "engine_connect", count)
+    try:
+        conv.request(budget=cl.Budget(tokens=10_000), max_tokens=10)
+        one = len(opened)
+        opened.clear()
+        budgets = [
+            cl.Budget(tokens=10_000),
+            cl.Budget(tokens=10_000, scope="owner", period="day"),
+            cl.Budget(usd="1", scope="owner", period="month"),
+        ]
+        conv.request(budget=budgets, max_tokens=10)
+        three = len(opened)
+    finally:
+        event.remove(engine, "engine_connect", count)
+    assert three == one
 
 
-def test_cost_estimate_and_totals_by_period(ledger: cl.Ledger, uid: str) -> None:
+def test_cost_estimate_and_totals_by_period(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid, model="gpt-4o-mini")
     conv.append({"role": "user", "content": "hi"})
     completion: dict[str, Any] = {
@@ -356,7 +361,7 @@ def test_cost_estimate_and_totals_by_period(ledger: cl.Ledger, uid: str) -> None
     assert conv.usage(since=later - timedelta(seconds=1)).requests == 1
 
 
-def test_estimate_before_sending(ledger: cl.Ledger, uid: str) -> None:
+def test_estimate_before_sending(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid, model="gpt-4o", system="sys")
     conv.append({"role": "user", "content": "price me"})
     kwargs = conv.request(tools=TOOLS, max_tokens=100, n=2)

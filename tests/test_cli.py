@@ -63,9 +63,9 @@ def test_inspection_commands(tmp_path: Path) -> None:
         led.conversation("c2", owner="bob").append({"role": "user", "content": "yo"})
     ls = run("--db", url, "ls", "--owner", "ann")
     assert ls.returncode == 0 and "c1" in ls.stdout and "c2" not in ls.stdout
-    show = run("--db", url, "show", "c1")
+    show = run("--db", url, "show", "c1", "--owner", "ann")  # a conversation is (owner, id)
     assert "f({})" in show.stdout and "the answer is 42" in show.stdout
-    window = run("--db", url, "window", "c1", "--budget", "60", "--reserve", "0")
+    window = run("--db", url, "window", "c1", "--owner", "ann", "--budget", "60", "--reserve", "0")
     assert window.returncode == 0 and "kept" in window.stdout
     stats = run("--db", url, "stats")
     assert "conversations  2" in stats.stdout
@@ -84,7 +84,7 @@ def test_inspection_commands(tmp_path: Path) -> None:
     with cl.Ledger(url2) as led:
         copies = led.conversations(owner="carol")
         assert sorted(c.message_count for c in copies) == [1, 5]
-        got = sorted(json.dumps(led.get(c.id).messages()) for c in copies)
+        got = sorted(json.dumps(led.get(c.id, owner="carol").messages()) for c in copies)
         assert got == sorted(json.dumps(r["messages"]) for r in rows)
 
     bad = tmp_path / "bad.jsonl"
@@ -124,3 +124,22 @@ def test_terminal_chat(
     ]
     with cl.Ledger(url) as led:
         assert len(led.get("t1").messages()) == 5
+
+
+def test_history_commands(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'h.db'}"
+    with cl.Ledger(url) as led:
+        conv = led.conversation("c", owner="o", system="sys")
+        conv.extend([{"role": "user", "content": f"q{i}"} for i in range(4)])
+    popped = run("--db", url, "pop", "c", "--owner", "o")
+    assert popped.returncode == 0 and "removed seq 5 (user)" in popped.stdout
+    forked = run("--db", url, "fork", "c", "c2", "--owner", "o", "--at", "2")
+    assert forked.returncode == 0 and "into c2 (2 messages)" in forked.stdout
+    shown = run("--db", url, "show", "c2", "--owner", "o")
+    assert shown.stdout.splitlines()[0] == "forked from c at seq 2"
+    rounds = run("--db", url, "pop", "c", "--owner", "o", "--rounds", "9")
+    assert rounds.returncode == 0 and rounds.stdout.count("removed seq") == 3
+    empty = run("--db", url, "pop", "c2", "--owner", "o", "--rounds", "5")
+    assert "removed seq 2 (user)" in empty.stdout
+    with cl.Ledger(url) as led:
+        assert led.get("c", owner="o").messages() == [{"role": "system", "content": "sys"}]

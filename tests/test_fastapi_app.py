@@ -260,8 +260,8 @@ def test_with_a_summary_model_what_leaves_the_window_is_summarised(
         assert w["summarized"]["first"] == 2 and w["summarized"]["count"] > 0
         assert w["prompt_tokens"] <= 300
         assert [m["role"] for m in w["messages"][:3]] == ["system", "system", "user"]
-        # the summarizer's calls are not the user's usage
-        assert http.get("/usage", headers=as_user(user)).json()["requests"] == 6
+        # the summarizer's calls are billed too, and count against the user's budget
+        assert http.get("/usage", headers=as_user(user)).json()["requests"] == 6 + len(folds)
 
 
 # -- budgets ---------------------------------------------------------------------------------

@@ -3,21 +3,25 @@ on every backend, with the real ``langchain_core`` converters and runnables."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 pytest.importorskip("langchain_core")
 
-from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.chat_history import BaseChatMessageHistory, InMemoryChatMessageHistory
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import (
     AIMessage,
+    AIMessageChunk,
     BaseMessage,
     HumanMessage,
     SystemMessage,
     ToolMessage,
 )
+from langchain_core.messages.ai import UsageMetadata
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
 import chatledger as cl
@@ -138,17 +142,121 @@ def test_round_trip(ledger: cl.Ledger, uid: str) -> None:
     assert got[7].additional_kwargs == {"__openai_role__": "developer"}
 
 
+def langchain_only_fields() -> list[BaseMessage]:
+    """Messages whose fields the Chat Completions format cannot carry."""
+    usage: UsageMetadata = {
+        "input_tokens": 12,
+        "output_tokens": 3,
+        "total_tokens": 15,
+        "input_token_details": {"cache_read": 4},
+    }
+    return [
+        SystemMessage([{"type": "text", "text": "Be brief."}], id="s1"),
+        HumanMessage(
+            [{"type": "text", "text": "Weather"}, {"type": "text", "text": "in Oslo?"}],
+            additional_kwargs={"client": {"ip": "10.0.0.1"}},
+            response_metadata={"source": "web"},
+        ),
+        AIMessage(
+            [
+                {"type": "reasoning", "reasoning": "Look it up.", "id": "rs_1"},
+                {"type": "text", "text": "Checking.", "annotations": []},
+            ],
+            id="run-1",
+            tool_calls=[{"name": "weather", "args": {"city": "Oslo"}, "id": "c1"}],
+            additional_kwargs={"refusal": None, "trace": [1, 2]},
+            response_metadata={
+                "model_name": "gpt-4o-2024-08-06",
+                "finish_reason": "tool_calls",
+                "system_fingerprint": "fp_1",
+                "logprobs": None,
+            },
+            usage_metadata=usage,
+        ),
+        ToolMessage(
+            [{"type": "text", "text": "4C"}, {"type": "text", "text": "windy"}],
+            tool_call_id="c1",
+            name="weather",
+            artifact={"raw": {"temp": 4.0, "wind": [12, "NW"]}, "cached": False},
+            response_metadata={"ms": 31},
+        ),
+        AIMessage(
+            "It is 4C and windy.",
+            response_metadata={"finish_reason": "stop"},
+            usage_metadata={"input_tokens": 30, "output_tokens": 8, "total_tokens": 38},
+        ),
+        HumanMessage("Thanks", name="alice", id="h2"),
+        AIMessageChunk("You're welcome.", id="run-2"),
+    ]
+
+
+# LangChain's own reference history (deprecated in langchain-core 1.6.4, still shipped)
+IN_MEMORY = pytest.mark.filterwarnings("ignore:The class `InMemoryChatMessageHistory`")
+
+
+@IN_MEMORY
+@pytest.mark.parametrize("strategy", [None, cl.TokenBudget(4000)], ids=["all", "window"])
+def test_langchain_fields_round_trip_like_in_memory(
+    ledger: cl.Ledger, uid: str, strategy: Strategy | None
+) -> None:
+    """The same messages added to LangChain's own in-memory history and to ChatledgerHistory
+    come back equal."""
+    reference = InMemoryChatMessageHistory()
+    history = ChatledgerHistory(ledger, uid, strategy=strategy)
+    first, second = langchain_only_fields()[:4], langchain_only_fields()[4:]
+    for batch in (first, second):
+        reference.add_messages(batch)
+        history.add_messages(batch)
+    expected = reference.messages
+    assert history.messages == expected
+    assert ChatledgerHistory(ledger, uid).messages == expected
+    assert [type(m) for m in history.messages] == [type(m) for m in expected]
+    # what is sent is still plain Chat Completions
+    stored = ledger.get(uid).messages()
+    cl.validate_messages(stored)
+    assert stored[1] == {"role": "user", "content": "Weather\nin Oslo?"}
+    assert stored[3] == {"role": "tool", "tool_call_id": "c1", "content": "4C\nwindy"}
+
+
+@IN_MEMORY
+async def test_langchain_fields_round_trip_async(aledger: cl.AsyncLedger, uid: str) -> None:
+    reference = InMemoryChatMessageHistory()
+    history = ChatledgerHistory(aledger, uid)
+    await reference.aadd_messages(langchain_only_fields())
+    await history.aadd_messages(langchain_only_fields())
+    assert await history.aget_messages() == await reference.aget_messages()
+
+
+def test_values_json_cannot_hold_are_left_out(ledger: cl.Ledger, uid: str) -> None:
+    history = ChatledgerHistory(ledger, uid)
+    calls = [{"name": "f", "args": {}, "id": "c1"}]
+    history.add_messages(
+        [
+            HumanMessage("go"),
+            AIMessage("", tool_calls=calls),
+            ToolMessage("done", tool_call_id="c1", artifact=object(), id="t1"),
+        ]
+    )
+    tool = history.messages[-1]
+    assert isinstance(tool, ToolMessage)
+    assert (tool.content, tool.id, tool.artifact) == ("done", "t1", None)
+
+
 def test_converters_are_langchains_own() -> None:
     msg, meta = to_openai(ToolMessage("ok", tool_call_id="c", name="t"))
     assert (msg, meta) == (
         {"role": "tool", "tool_call_id": "c", "content": "ok"},
         {"langchain": {"name": "t"}},
     )
-    # reasoning blocks cannot be sent back to Chat Completions; the text stays
-    msg, meta = to_openai(
-        AIMessage([{"type": "reasoning", "summary": []}, {"type": "text", "text": "Hi"}])
+    # reasoning blocks cannot be sent back to Chat Completions: the text is sent, and the
+    # content kept as it was
+    blocks = [{"type": "reasoning", "summary": []}, {"type": "text", "text": "Hi"}]
+    msg, meta = to_openai(AIMessage(blocks))
+    assert (msg, meta) == (
+        {"role": "assistant", "content": "Hi"},
+        {"langchain": {"content": blocks}},
     )
-    assert (msg, meta) == ({"role": "assistant", "content": "Hi"}, None)
+    assert from_openai(msg, meta) == AIMessage(blocks)
     assert from_openai(
         {"role": "assistant", "tool_calls": [STORED[8]["tool_calls"][0]]}, None
     ) == AIMessage("", tool_calls=[{"name": "now", "args": {}, "id": "call_3"}])
@@ -250,37 +358,57 @@ def test_summary_in_the_window(ledger: cl.Ledger, uid: str) -> None:
     assert got[-1] == rounds(12)[-1]
 
 
-def test_clear_recreates_the_conversation_empty(ledger: cl.Ledger, uid: str) -> None:
-    ledger.create(uid, owner="u1", model="gpt-4", title="Support", metadata={"plan": "pro"})
+def test_clear_keeps_the_conversation(ledger: cl.Ledger, uid: str) -> None:
+    ledger.create(
+        uid, owner="u1", model="gpt-4", title="Support", metadata={"plan": "pro"}, system="Rules."
+    )
     history = ChatledgerHistory(ledger, uid, owner="u1", system="Be brief.")
     history.add_messages([HumanMessage("hi"), AIMessage("hello")])
+    conv = ledger.get(uid, owner="u1")
+    conv.record(
+        {
+            "id": f"{uid}-1",
+            "model": "gpt-4",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 2},
+        }
+    )
+    other = ChatledgerHistory(ledger, uid, owner="u1")  # no system of its own
+    assert len(other.messages) == 4
     history.clear()
-    assert history.messages == [SystemMessage("Be brief.")]
+    # the same conversation: identity, metadata, usage; the pinned prompt stays for a
+    # history that has a system
+    assert history.messages == [SystemMessage("Rules.")]
     info = ledger.get(uid, owner="u1").info
-    assert (info.owner, info.model, info.title, info.metadata) == (
+    assert (info.owner, info.model, info.title, info.metadata, info.created_at) == (
         "u1",
         "gpt-4",
         "Support",
         {"plan": "pro"},
+        conv.info.created_at,
     )
+    assert conv.usage().requests == 1
     history.add_messages([HumanMessage("again")])
-    assert history.messages == [SystemMessage("Be brief."), HumanMessage("again")]
-    # a history object used before another one cleared the conversation writes to the new one
-    other = ChatledgerHistory(ledger, uid, owner="u1")
-    assert len(other.messages) == 2
-    history.clear()
+    assert history.messages == [SystemMessage("Rules."), HumanMessage("again")]
+    other.clear()  # a history without a system clears everything
+    assert other.messages == []
+    assert ledger.get(uid, owner="u1").info.title == "Support"
     other.add_messages([HumanMessage("after")])
-    assert history.messages == [SystemMessage("Be brief."), HumanMessage("after")]
+    assert history.messages == [HumanMessage("after")]
+    ChatledgerHistory(ledger, f"{uid}-new").clear()  # not there yet: created, empty
+    assert ledger.get(f"{uid}-new").info.message_count == 0
 
 
 def test_owner_isolation(ledger: cl.Ledger, uid: str) -> None:
     ChatledgerHistory(ledger, uid, owner="u1").add_messages([HumanMessage("mine")])
-    # another owner's conversation is not found, and cannot be created over
-    with pytest.raises(cl.ConversationNotFoundError):
-        _ = ChatledgerHistory(ledger, uid, owner="u2").messages
-    with pytest.raises(cl.ConversationNotFoundError):
-        ChatledgerHistory(ledger, uid, owner="u2").add_messages([HumanMessage("theirs")])
+    # a conversation is (owner, id): another owner's history of the same id is its own
+    theirs = ChatledgerHistory(ledger, uid, owner="u2")
+    assert theirs.messages == []
+    theirs.add_messages([HumanMessage("theirs")])
+    theirs.clear()
     assert ChatledgerHistory(ledger, uid, owner="u1").messages == [HumanMessage("mine")]
+    with pytest.raises(cl.ConversationNotFoundError):
+        ledger.get(uid, owner="u3")
 
 
 async def test_async_on_async_ledger(aledger: cl.AsyncLedger, uid: str) -> None:
@@ -417,3 +545,12 @@ def test_tool_loop_with_a_budget(ledger: cl.Ledger, uid: str) -> None:
     cl.validate_messages(conv.messages())
     assert [to_openai(m)[0] for m in history.messages] == conv.window(strategy)
     assert len(history.messages) > 5  # older rounds are back in the window
+
+
+def test_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/integrations.md's LangChain example runs as printed, offline."""
+    doc = Path(__file__).resolve().parents[1] / "docs" / "integrations.md"
+    blocks = re.findall(r"```python\n(.*?)```", doc.read_text(), re.S)
+    block = next(b for b in blocks if "import ChatledgerHistory" in b)
+    monkeypatch.chdir(tmp_path)  # its chat.db
+    exec(compile(block, str(doc), "exec"), {})

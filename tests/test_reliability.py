@@ -1,12 +1,12 @@
-"""Many workers, killed connections, lock timeouts and crashes, on every database.
+"""Many workers, killed connections, lock timeouts and crashes, on every database and both twins.
 
 Every check reads the database itself afterwards: seq gap-free, nothing lost or duplicated,
-the stored running totals equal to the sums of the stored rows.
+the stored running totals equal to the sums of the stored rows. Workers are processes, or
+threads: on the async twin, threads' calls are concurrent tasks on the twin's one event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import multiprocessing as mp
 import os
 import sqlite3
@@ -23,6 +23,9 @@ from sqlalchemy import create_engine, event, func, select, text
 import chatledger as cl
 from chatledger.store.engine import resolve_url
 from chatledger.store.schema import conversations, messages, summaries
+from twins import AnyLedger, Opener, Twin, statements_of
+
+pytestmark = pytest.mark.twins
 
 PROCESSES = 8
 APPENDS = 500
@@ -59,32 +62,34 @@ def check_invariants(url: str, cids: list[str]) -> dict[str, int]:
     return counts
 
 
-def _worker(url: str, shared: str, own: str, n: int, worker: int) -> None:
-    led = cl.Ledger(url)
-    mine = led.conversation(own, owner="load")
-    common = led.get(shared)
-    for i in range(n):
-        target = common if i % 2 == 0 else mine
-        for attempt in range(50):
-            try:
-                target.append({"role": "user", "content": f"w{worker} m{i}"})
-                break
-            except cl.StorageError:  # a lock wait ran out: retry, as a caller would
-                time.sleep(0.01 * (attempt + 1))
-        else:
-            raise RuntimeError("append kept failing")
-    led.close()
+def _worker(url: str, shared: str, own: str, n: int, worker: int, twin: Twin) -> None:
+    with Opener(twin) as open_ledger:
+        led = open_ledger(url)
+        mine = led.conversation(own, owner="load")
+        common = led.get(shared, owner="load")
+        for i in range(n):
+            target = common if i % 2 == 0 else mine
+            for attempt in range(50):
+                try:
+                    target.append({"role": "user", "content": f"w{worker} m{i}"})
+                    break
+                except cl.StorageError:  # a lock wait ran out: retry, as a caller would
+                    time.sleep(0.01 * (attempt + 1))
+            else:
+                raise RuntimeError("append kept failing")
 
 
 @pytest.mark.slow
-def test_eight_processes_append_nothing_lost(db_url: str, uid: str) -> None:
+def test_eight_processes_append_nothing_lost(
+    open_ledger: Opener, twin: Twin, db_url: str, uid: str
+) -> None:
     shared = f"shared-{uid}"
-    with cl.Ledger(db_url) as led:
+    with open_ledger(db_url) as led:
         led.conversation(shared, owner="load")
     ctx = mp.get_context("spawn")
     owns = [f"own-{uid}-{w}" for w in range(PROCESSES)]
     procs = [
-        ctx.Process(target=_worker, args=(db_url, shared, owns[w], APPENDS, w))
+        ctx.Process(target=_worker, args=(db_url, shared, owns[w], APPENDS, w, twin))
         for w in range(PROCESSES)
     ]
     for p in procs:
@@ -95,13 +100,13 @@ def test_eight_processes_append_nothing_lost(db_url: str, uid: str) -> None:
     counts = check_invariants(db_url, [shared, *owns])
     assert counts[shared] == PROCESSES * APPENDS // 2
     assert all(counts[o] == APPENDS // 2 for o in owns)
-    with cl.Ledger(db_url) as led:
-        got = {m["content"] for m in led.get(shared).messages()}
+    with open_ledger(db_url) as led:
+        got = {m["content"] for m in led.get(shared, owner="load").messages()}
     assert got == {f"w{w} m{i}" for w in range(PROCESSES) for i in range(0, APPENDS, 2)}
 
 
-def test_threads_and_idempotent_retries(db_url: str, uid: str) -> None:
-    with cl.Ledger(db_url) as led:
+def test_threads_and_idempotent_retries(open_ledger: Opener, db_url: str, uid: str) -> None:
+    with open_ledger(db_url) as led:
         led.conversation(uid)
         errors: list[BaseException] = []
 
@@ -123,17 +128,24 @@ def test_threads_and_idempotent_retries(db_url: str, uid: str) -> None:
         assert check_invariants(db_url, [uid])[uid] == 10
 
 
-async def test_asyncio_tasks_append_concurrently(
-    aledger: cl.AsyncLedger, db_url: str, uid: str
-) -> None:
-    await aledger.conversation(uid)
+def test_eight_workers_append_concurrently(ledger: AnyLedger, db_url: str, uid: str) -> None:
+    ledger.conversation(uid)
+    errors: list[BaseException] = []
 
-    async def task(t: int) -> None:
-        conv = await aledger.get(uid)
-        for i in range(25):
-            await conv.append({"role": "user", "content": f"t{t} {i}"})
+    def worker(w: int) -> None:
+        try:
+            conv = ledger.get(uid)
+            for i in range(25):
+                conv.append({"role": "user", "content": f"w{w} {i}"})
+        except BaseException as exc:
+            errors.append(exc)
 
-    await asyncio.gather(*(task(t) for t in range(8)))
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
     assert check_invariants(db_url, [uid])[uid] == 200
 
 
@@ -163,9 +175,12 @@ def server(request: pytest.FixtureRequest, tmp_path: Any) -> tuple[str, str]:
     return str(request.param), backend_url(str(request.param), tmp_path)
 
 
-def test_connection_killed_mid_transaction(server: tuple[str, str], uid: str) -> None:
+def test_connection_killed_mid_transaction(
+    open_ledger: Opener, server: tuple[str, str], uid: str
+) -> None:
     backend, db_url = server
-    with cl.Ledger(db_url) as led:
+    with open_ledger(db_url) as led:
+        engine = statements_of(led)
         conv = led.conversation(uid, system="sys")
         conv.append({"role": "user", "content": "before"})
         armed = {"on": True}
@@ -178,15 +193,15 @@ def test_connection_killed_mid_transaction(server: tuple[str, str], uid: str) ->
                 pid = conn.info.get("cl_pid")
                 _kill(backend, db_url, pid)
 
-        @event.listens_for(led.engine, "begin")
+        @event.listens_for(engine, "begin")
         def remember(conn: Any) -> None:
             conn.info["cl_pid"] = _backend_id(conn, backend)
 
-        event.listen(led.engine, "after_cursor_execute", killer)
+        event.listen(engine, "after_cursor_execute", killer)
         with pytest.raises(cl.StorageError):
             conv.append({"role": "user", "content": "lost in the fault"})
-        event.remove(led.engine, "after_cursor_execute", killer)
-        event.remove(led.engine, "begin", remember)
+        event.remove(engine, "after_cursor_execute", killer)
+        event.remove(engine, "begin", remember)
         # no partial turn: the conversation is as it was, and the next call just works
         assert [m["content"] for m in conv.messages()] == ["sys", "before"]
         conv.append({"role": "user", "content": "after"})
@@ -194,9 +209,11 @@ def test_connection_killed_mid_transaction(server: tuple[str, str], uid: str) ->
     check_invariants(db_url, [uid])
 
 
-def test_all_connections_killed_between_calls(server: tuple[str, str], uid: str) -> None:
+def test_all_connections_killed_between_calls(
+    open_ledger: Opener, server: tuple[str, str], uid: str
+) -> None:
     backend, db_url = server
-    with cl.Ledger(db_url) as led:
+    with open_ledger(db_url) as led:
         conv = led.conversation(uid)
         conv.append({"role": "user", "content": "one"})
         admin = create_engine(resolve_url(db_url, asynchronous=False), isolation_level="AUTOCOMMIT")
@@ -225,11 +242,11 @@ def test_all_connections_killed_between_calls(server: tuple[str, str], uid: str)
     os.environ.get("CHATLEDGER_TEST_RESTART") != "1",
     reason="restarts the PostgreSQL server: set CHATLEDGER_TEST_RESTART=1 (CI does)",
 )
-def test_postgresql_restart(tmp_path: Any, uid: str) -> None:
+def test_postgresql_restart(open_ledger: Opener, tmp_path: Any, uid: str) -> None:
     from conftest import backend_url
 
     db_url = backend_url("postgresql", tmp_path)
-    with cl.Ledger(db_url) as led:
+    with open_ledger(db_url) as led:
         conv = led.conversation(uid)
         conv.append({"role": "user", "content": "before restart"})
         version = subprocess.run(["ls", "/etc/postgresql"], capture_output=True, text=True).stdout
@@ -275,8 +292,10 @@ def held_lock(backend: str, db_url: str, uid: str) -> Iterator[Any]:
     engine.dispose()
 
 
-def test_lock_timeout_is_a_storage_error(held_lock: Any, db_url: str, uid: str) -> None:
-    with cl.Ledger(db_url, lock_timeout=1.0) as led:
+def test_lock_timeout_is_a_storage_error(
+    open_ledger: Opener, held_lock: Any, db_url: str, uid: str
+) -> None:
+    with open_ledger(db_url, lock_timeout=1.0) as led:
         conv = led.get(uid)
         started = time.monotonic()
         with pytest.raises(cl.StorageError):
@@ -285,20 +304,39 @@ def test_lock_timeout_is_a_storage_error(held_lock: Any, db_url: str, uid: str) 
     assert check_invariants(db_url, [uid])[uid] == 0
 
 
-def test_crash_between_user_message_and_reply(db_url: str, uid: str) -> None:
+CRASHING_WORKER = {
+    "sync": """
+import os, sys
+import chatledger as cl
+c = cl.Ledger(sys.argv[1]).conversation(sys.argv[2], system="sys")
+c.append({"role": "user", "content": "first"})
+c.append({"role": "assistant", "content": "reply"})
+c.append({"role": "user", "content": "second, never answered"})
+os._exit(9)
+""",
+    "async": """
+import asyncio, os, sys
+import chatledger as cl
+async def main():
+    c = await cl.AsyncLedger(sys.argv[1]).conversation(sys.argv[2], system="sys")
+    await c.append({"role": "user", "content": "first"})
+    await c.append({"role": "assistant", "content": "reply"})
+    await c.append({"role": "user", "content": "second, never answered"})
+    os._exit(9)
+asyncio.run(main())
+""",
+}
+
+
+def test_crash_between_user_message_and_reply(
+    open_ledger: Opener, twin: Twin, db_url: str, uid: str
+) -> None:
     """A worker stores the user message and dies before the reply: the next worker's window is
     valid and ends with that user message."""
-    code = (
-        "import chatledger as cl, os;"
-        f"c = cl.Ledger({db_url!r}).conversation({uid!r}, system='sys');"
-        "c.append({'role': 'user', 'content': 'first'});"
-        "c.append({'role': 'assistant', 'content': 'reply'});"
-        "c.append({'role': 'user', 'content': 'second, never answered'});"
-        "os._exit(9)"
-    )
-    done = subprocess.run([sys.executable, "-c", code], timeout=120)
+    code = CRASHING_WORKER[twin]
+    done = subprocess.run([sys.executable, "-c", code, db_url, uid], timeout=120)
     assert done.returncode == 9
-    with cl.Ledger(db_url) as led:
+    with open_ledger(db_url) as led:
         conv = led.get(uid)
         w = conv.window(cl.TokenBudget(1000))
         cl.validate_messages(w)
@@ -307,10 +345,10 @@ def test_crash_between_user_message_and_reply(db_url: str, uid: str) -> None:
     check_invariants(db_url, [uid])
 
 
-def test_concurrent_summaries_never_overlap(db_url: str, uid: str) -> None:
+def test_concurrent_summaries_never_overlap(open_ledger: Opener, db_url: str, uid: str) -> None:
     """Workers building windows at once may each fold rounds; stored summaries never cover the
     same messages twice, and every window stays valid."""
-    with cl.Ledger(db_url) as led:
+    with open_ledger(db_url) as led:
         conv = led.conversation(uid, model="gpt-4o", system="sys")
         for i in range(30):
             conv.append({"role": "user", "content": f"question {i} " * 15})

@@ -1,16 +1,20 @@
-"""Property: any valid conversation comes back from every database exactly as it was sent."""
+"""Property: any valid conversation comes back from every database, through either twin, exactly
+as it was sent."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import chatledger as cl
 from strategies import conversations
+from twins import AnyLedger
+
+pytestmark = pytest.mark.twins
 
 TOOLS = [
     {
@@ -34,13 +38,13 @@ TOOLS = [
 @given(convo=conversations(), split=st.integers(0, 30), model=st.sampled_from(["gpt-4o", "gpt-4"]))
 def test_any_valid_conversation_round_trips(
     backend: str,
-    shared_ledger: Callable[[str], cl.Ledger],
+    shared_ledger: AnyLedger,
     convo: list[dict[str, Any]],
     split: int,
     model: str,
 ) -> None:
     assert cl.validate_messages(convo) == convo
-    led = shared_ledger(backend)
+    led = shared_ledger
     conv = led.conversation(uuid.uuid4().hex, model=model)
     # stored in two writes at an arbitrary point (mid tool-call block included)
     k = min(split, len(convo))

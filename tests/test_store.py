@@ -1,4 +1,4 @@
-"""The storage suite, on SQLite, PostgreSQL and MariaDB over real connections."""
+"""The storage suite, on SQLite, PostgreSQL and MariaDB over real connections, for both twins."""
 
 from __future__ import annotations
 
@@ -10,14 +10,18 @@ import pytest
 from sqlalchemy import func, select, text
 
 import chatledger as cl
+from chatledger.store import SCHEMA_VERSION
 from chatledger.store.schema import conversations, messages
+from twins import AnyConversation, AnyLedger, Opener, stored_pk
+
+pytestmark = pytest.mark.twins
 
 
 def call(cid: str, args: str = '{"z": 1, "a": [1, 2], "m": {"k": "v"}}') -> dict[str, Any]:
     return {"id": cid, "type": "function", "function": {"name": "lookup", "arguments": args}}
 
 
-def rows(ledger: cl.Ledger, conv: cl.Conversation) -> list[Any]:
+def rows(ledger: AnyLedger, conv: AnyConversation) -> list[Any]:
     with ledger.engine.connect() as conn:
         pk = conn.execute(select(conversations.c.pk).where(conversations.c.id == conv.id)).scalar()
         return conn.execute(
@@ -25,7 +29,7 @@ def rows(ledger: cl.Ledger, conv: cl.Conversation) -> list[Any]:
         ).all()
 
 
-def snapshot(ledger: cl.Ledger) -> list[Any]:
+def snapshot(ledger: AnyLedger) -> list[Any]:
     """Every chatledger row, to prove a refused write changed nothing."""
     with ledger.engine.connect() as conn:
         return [
@@ -36,7 +40,7 @@ def snapshot(ledger: cl.Ledger) -> list[Any]:
         ]
 
 
-def test_issue_example(ledger: cl.Ledger, uid: str) -> None:
+def test_issue_example(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(
         f"support-{uid}", owner="user-7", model="gpt-4o", system="You are a helpful assistant."
     )
@@ -57,9 +61,20 @@ def test_issue_example(ledger: cl.Ledger, uid: str) -> None:
     assert conv.count_tokens() == n
     again = ledger.conversation(f"support-{uid}", owner="user-7")
     assert again.messages() == history
+    again.extend(
+        [
+            {"role": "assistant", "content": None, "tool_calls": [call("a1")]},
+            {"role": "tool", "tool_call_id": "a1", "content": "Dodgers 🏆"},
+            {"role": "assistant", "content": "Arlington, Texas."},
+        ]
+    )
+    assert "content" not in again.messages()[4]
+    assert [r.seq for r in conv.last(2)] == [6, 7]
 
 
-def test_round_trip_is_identical(ledger: cl.Ledger, uid: str) -> None:
+def test_round_trip_is_identical(
+    ledger: AnyLedger, open_ledger: Opener, db_url: str, uid: str
+) -> None:
     conv = ledger.conversation(uid, model="gpt-4o-mini")
     long_text = "λ🦄 " * 100_000 + "end"
     sent = [
@@ -92,11 +107,11 @@ def test_round_trip_is_identical(ledger: cl.Ledger, uid: str) -> None:
     assert back[1]["content"] == long_text
     assert [s.seq for s in stored] == [1, 2, 3, 4, 5, 6, 7]
     # and a second ledger (a new process) reads the same
-    with cl.Ledger(ledger.engine.url) as other:
+    with open_ledger(db_url) as other:
         assert other.get(uid).messages() == expected
 
 
-def test_seq_tokens_cumulative_rounds(ledger: cl.Ledger, uid: str) -> None:
+def test_seq_tokens_cumulative_rounds(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid, model="gpt-4o", system="sys")
     conv.append({"role": "developer", "content": "dev"})
     conv.extend(
@@ -137,7 +152,7 @@ def test_seq_tokens_cumulative_rounds(ledger: cl.Ledger, uid: str) -> None:
     assert [r.cum_tokens for r in rows(ledger, conv)] == [r.cumulative_tokens for r in recs]
 
 
-def test_ranges_and_last(ledger: cl.Ledger, uid: str) -> None:
+def test_ranges_and_last(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid)
     conv.extend(
         {"role": "user" if i % 2 == 0 else "assistant", "content": str(i)} for i in range(20)
@@ -151,7 +166,7 @@ def test_ranges_and_last(ledger: cl.Ledger, uid: str) -> None:
         conv.messages(start=-1)
 
 
-def test_invalid_input_writes_nothing(ledger: cl.Ledger, uid: str) -> None:
+def test_invalid_input_writes_nothing(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid, system="s")
     conv.append({"role": "user", "content": "hello"})
     before = snapshot(ledger)
@@ -171,7 +186,7 @@ def test_invalid_input_writes_nothing(ledger: cl.Ledger, uid: str) -> None:
     assert snapshot(ledger) == before
 
 
-def test_tool_pairing_across_appends(ledger: cl.Ledger, uid: str) -> None:
+def test_tool_pairing_across_appends(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid)
     conv.append({"role": "user", "content": "weather?"})
     conv.append({"role": "assistant", "tool_calls": [call("p1"), call("p2")]})
@@ -190,7 +205,7 @@ def test_tool_pairing_across_appends(ledger: cl.Ledger, uid: str) -> None:
     cl.validate_messages(conv.messages())
 
 
-def test_conversation_get_create_and_owner_scoping(ledger: cl.Ledger, uid: str) -> None:
+def test_conversation_get_create_and_owner_scoping(ledger: AnyLedger, uid: str) -> None:
     a = ledger.conversation(
         f"c-{uid}", owner=f"alice-{uid}", model="gpt-4.1", title="t", metadata={"k": [1]}
     )
@@ -201,12 +216,15 @@ def test_conversation_get_create_and_owner_scoping(ledger: cl.Ledger, uid: str) 
     assert same.model == "gpt-4.1" and same.messages() == []
     with pytest.raises(cl.ConversationNotFoundError):
         ledger.get(f"c-{uid}", owner=f"mallory-{uid}")
-    with pytest.raises(cl.ConversationNotFoundError):
-        ledger.conversation(f"c-{uid}", owner=f"mallory-{uid}")
+    # identity is (owner, id): mallory's "c-..." is a conversation of her own, and creating
+    # one tells her nothing about alice's
+    theirs = ledger.conversation(f"c-{uid}", owner=f"mallory-{uid}")
+    assert theirs.owner == f"mallory-{uid}" and theirs.messages() == []
     with pytest.raises(cl.ConversationNotFoundError):
         ledger.get(f"missing-{uid}")
+    ledger.create(f"c-{uid}")  # no owner: another conversation again
     with pytest.raises(cl.ConversationExistsError):
-        ledger.create(f"c-{uid}")
+        ledger.create(f"c-{uid}", owner=f"alice-{uid}")
     # case and trailing spaces never alias another owner (MySQL collations would)
     with pytest.raises(cl.ConversationNotFoundError):
         ledger.get(f"c-{uid}", owner=f"ALICE-{uid}")
@@ -219,7 +237,7 @@ def test_conversation_get_create_and_owner_scoping(ledger: cl.Ledger, uid: str) 
     assert listed[0].id == generated.id  # newest first
 
 
-def test_delete_and_delete_owner(ledger: cl.Ledger, uid: str) -> None:
+def test_delete_and_delete_owner(ledger: AnyLedger, uid: str) -> None:
     owner = f"o-{uid}"
     convs = [ledger.conversation(f"{uid}-{i}", owner=owner, system="s") for i in range(3)]
     keep = ledger.conversation(f"{uid}-keep", owner=f"other-{uid}", system="s")
@@ -243,7 +261,7 @@ def test_delete_and_delete_owner(ledger: cl.Ledger, uid: str) -> None:
     assert orphans == 0
 
 
-def test_idempotency_key(ledger: cl.Ledger, uid: str) -> None:
+def test_idempotency_key(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid)
     first = conv.append({"role": "user", "content": "once"}, idempotency_key="k1")
     again = conv.append({"role": "user", "content": "once"}, idempotency_key="k1")
@@ -256,7 +274,7 @@ def test_idempotency_key(ledger: cl.Ledger, uid: str) -> None:
         conv.append({"role": "user", "content": "different"}, idempotency_key="k1")
 
 
-def test_metadata_per_message(ledger: cl.Ledger, uid: str) -> None:
+def test_metadata_per_message(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid)
     conv.append({"role": "user", "content": "x"}, metadata={"ui_id": "m-1", "n": 2})
     assert conv.records()[0].metadata == {"ui_id": "m-1", "n": 2}
@@ -264,8 +282,8 @@ def test_metadata_per_message(ledger: cl.Ledger, uid: str) -> None:
         conv.append({"role": "user", "content": "y"}, metadata={"bad": float("nan")})
 
 
-def test_message_size_limit(db_url: str, uid: str) -> None:
-    with cl.Ledger(db_url, max_message_bytes=1000) as small:
+def test_message_size_limit(open_ledger: Opener, db_url: str, uid: str) -> None:
+    with open_ledger(db_url, max_message_bytes=1000) as small:
         conv = small.conversation(uid)
         conv.append({"role": "user", "content": "x" * 900})
         with pytest.raises(cl.InvalidMessageError, match="max_message_bytes"):
@@ -273,7 +291,7 @@ def test_message_size_limit(db_url: str, uid: str) -> None:
         assert len(conv.messages()) == 1
 
 
-def test_model_change_recounts(ledger: cl.Ledger, uid: str) -> None:
+def test_model_change_recounts(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid, model="gpt-4o", system="You are a helpful assistant.")
     conv.extend(
         [
@@ -281,8 +299,9 @@ def test_model_change_recounts(ledger: cl.Ledger, uid: str) -> None:
             {"role": "assistant", "content": "ok"},
         ]
     )
-    info = conv.update(model="gpt-4", title="renamed")
+    info = conv.update(model="gpt-4", title="renamed", metadata={"plan": "pro"})
     assert (info.model, info.encoding, info.title) == ("gpt-4", "cl100k_base", "renamed")
+    assert info.metadata == {"plan": "pro"} == conv.refresh().metadata
     recs = conv.records()
     counter = cl.TokenCounter("gpt-4")
     assert [r.tokens for r in recs] == [counter.message(r.message) for r in recs]
@@ -292,7 +311,7 @@ def test_model_change_recounts(ledger: cl.Ledger, uid: str) -> None:
     assert nxt.cumulative_tokens == sum(r.tokens for r in recs) + nxt.tokens
 
 
-def test_stale_handle_after_other_worker_changes_model(ledger: cl.Ledger, uid: str) -> None:
+def test_stale_handle_after_other_worker_changes_model(ledger: AnyLedger, uid: str) -> None:
     mine = ledger.conversation(uid, model="gpt-4o")
     theirs = ledger.get(uid)
     theirs.update(model="gpt-3.5-turbo")
@@ -301,7 +320,8 @@ def test_stale_handle_after_other_worker_changes_model(ledger: cl.Ledger, uid: s
     assert stored.tokens == cl.TokenCounter("gpt-3.5-turbo").message(stored.message)
 
 
-def test_concurrent_appends_are_gap_free(ledger: cl.Ledger, uid: str) -> None:
+def test_concurrent_appends_are_gap_free(ledger: AnyLedger, uid: str) -> None:
+    """Four workers (threads; on the async twin, concurrent tasks on its one event loop)."""
     conv = ledger.conversation(uid)
     errors: list[BaseException] = []
 
@@ -331,14 +351,16 @@ def test_concurrent_appends_are_gap_free(ledger: cl.Ledger, uid: str) -> None:
     assert conv.refresh().token_total == cum
 
 
-def test_schema_version_recorded(ledger: cl.Ledger) -> None:
+def test_schema_version_recorded(ledger: AnyLedger, uid: str) -> None:
+    # the first call creates the schema (the server databases are shared by every test)
+    assert ledger.conversations(owner=f"nobody-{uid}") == []
     with ledger.engine.connect() as conn:
         assert conn.execute(
             text("SELECT version_num FROM chatledger_alembic_version")
-        ).scalars().all() == [cl.SCHEMA_VERSION]
+        ).scalars().all() == [SCHEMA_VERSION]
 
 
-def test_stored_json_is_compact_utf8(ledger: cl.Ledger, uid: str) -> None:
+def test_stored_json_is_compact_utf8(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid)
     conv.append({"role": "user", "content": "😀"})
     (row,) = rows(ledger, conv)
@@ -346,7 +368,7 @@ def test_stored_json_is_compact_utf8(ledger: cl.Ledger, uid: str) -> None:
     assert json.loads(row.data) == {"role": "user", "content": "😀"}
 
 
-def test_bad_arguments(ledger: cl.Ledger) -> None:
+def test_bad_arguments(ledger: AnyLedger) -> None:
     for bad in ["", " x", "x\n", "a" * 256, 5]:
         with pytest.raises(cl.InvalidArgumentError, match="id"):
             ledger.conversation(bad)  # type: ignore[arg-type]
@@ -357,21 +379,24 @@ def test_bad_arguments(ledger: cl.Ledger) -> None:
 
 
 def test_stale_handle_after_delete_never_reaches_another_conversation(
-    ledger: cl.Ledger, uid: str
+    ledger: AnyLedger, uid: str
 ) -> None:
     alice = ledger.conversation(f"a-{uid}", owner="alice")
     alice.append({"role": "user", "content": "alice's"})
-    ledger.delete(alice.id)
+    alice_pk = stored_pk(ledger, alice.id)
+    ledger.delete(alice.id, owner="alice")
     bob = ledger.conversation(f"b-{uid}", owner="bob")  # may be given the freed key
     bob.append({"role": "user", "content": "bob secret"})
-    assert bob._pk != alice._pk
+    assert stored_pk(ledger, bob.id) != alice_pk
     with pytest.raises(cl.ConversationNotFoundError):
         alice.append({"role": "user", "content": "into the void"})
-    assert alice.messages() == []
+    for call in (alice.messages, alice.refresh, alice.count_tokens, alice.usage, alice.window):
+        with pytest.raises(cl.ConversationNotFoundError, match=alice.id):
+            call()
     assert bob.messages() == [{"role": "user", "content": "bob secret"}]
 
 
-def test_extend_with_metadata_per_message(ledger: cl.Ledger, uid: str) -> None:
+def test_extend_with_metadata_per_message(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid)
     stored = conv.extend(
         [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],

@@ -1,5 +1,6 @@
-"""OpenAISummarizer through the real openai SDK against a local OpenAI-compatible server, and
-the async twin of the window."""
+"""OpenAISummarizer through the real openai SDK against a local OpenAI-compatible server, on
+both twins (the async twin's summarizer is built on an ``openai.AsyncOpenAI``: see twins.py),
+and what only the async twin does: async summarizers and their timeout."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ import pytest
 
 import chatledger as cl
 from openai_server import FakeOpenAI, Reply
+from twins import AnyLedger
+
+pytestmark = pytest.mark.twins
 
 
 def call(cid: str) -> dict[str, Any]:
@@ -34,7 +38,7 @@ def server() -> Iterator[FakeOpenAI]:
         yield fake
 
 
-def test_openai_summarizer_sync(ledger: cl.Ledger, uid: str, server: FakeOpenAI) -> None:
+def test_openai_summarizer(ledger: AnyLedger, uid: str, server: FakeOpenAI) -> None:
     server.queue(Reply(content="  The user is planning visits to cities 0-6; all booked.  "))
     client = openai.OpenAI(base_url=server.url, api_key="test", max_retries=0)
     summarizer = cl.OpenAISummarizer(client, "gpt-4o-mini", max_words=80)
@@ -61,7 +65,7 @@ def test_openai_summarizer_sync(ledger: cl.Ledger, uid: str, server: FakeOpenAI)
 
 
 def test_openai_summarizer_error_falls_back(
-    ledger: cl.Ledger, uid: str, server: FakeOpenAI, caplog: pytest.LogCaptureFixture
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, caplog: pytest.LogCaptureFixture
 ) -> None:
     server.queue(Reply.api_error(500, "upstream exploded"), Reply(content="Recovered summary."))
     client = openai.OpenAI(base_url=server.url, api_key="test", max_retries=0)
@@ -81,34 +85,21 @@ def test_openai_summarizer_error_falls_back(
     client.close()
 
 
-async def test_openai_summarizer_async(aledger: cl.AsyncLedger, uid: str) -> None:
-    with FakeOpenAI() as server:
-        server.queue(Reply(content="Async summary of the trip."))
-        client = openai.AsyncOpenAI(base_url=server.url, api_key="test", max_retries=0)
-        summarizer = cl.OpenAISummarizer(client, "gpt-4o-mini")
-        conv = await aledger.conversation(uid, model="gpt-4o")
-        await conv.extend(HISTORY)
-        strategy = [cl.Summarize(summarizer, trigger=500, keep=250), cl.TokenBudget(700)]
-        w = await conv.window(strategy, explain=True)
-        assert w.summary is not None and w.summary.text == "Async summary of the trip."
-        assert w.prompt_tokens == cl.count_tokens(w.messages, "gpt-4o") <= 700
-        assert await conv.window(strategy) == w.messages
-        assert len(server.requests) == 1
-        await client.close()
-
-
+@pytest.mark.async_only  # both twins on one database, side by side
 async def test_async_window_matches_sync(aledger: cl.AsyncLedger, db_url: str, uid: str) -> None:
     conv = await aledger.conversation(uid, model="gpt-4o")
     await conv.extend(HISTORY)
-    sync_conv = cl.Ledger(db_url).get(uid)
-    for strategy in (
-        cl.LastRounds(3),
-        cl.TokenBudget(400),
-        [cl.LastRounds(5), cl.TokenBudget(600)],
-    ):
-        assert await conv.window(strategy) == sync_conv.window(strategy)
+    with cl.Ledger(db_url) as led:
+        sync_conv = led.get(uid)
+        for strategy in (
+            cl.LastRounds(3),
+            cl.TokenBudget(400),
+            [cl.LastRounds(5), cl.TokenBudget(600)],
+        ):
+            assert await conv.window(strategy) == sync_conv.window(strategy)
 
 
+@pytest.mark.async_only  # an async summarizer, cancelled at its timeout
 async def test_async_summarizer_timeout_and_sync_summarizer_in_thread(
     aledger: cl.AsyncLedger, uid: str
 ) -> None:
@@ -118,10 +109,12 @@ async def test_async_summarizer_timeout_and_sync_summarizer_in_thread(
 
     conv = await aledger.conversation(uid, model="gpt-4o")
     await conv.extend(HISTORY)
+    tasks = asyncio.all_tasks()
     w = await conv.window(
         [cl.Summarize(slow, trigger=500, keep=250, timeout=0.1), cl.TokenBudget(700)], explain=True
     )
     assert w.summary_failed and w.summary is None
+    assert asyncio.all_tasks() <= tasks  # the summarizer's task was cancelled, not left behind
     w2 = await conv.window(
         [cl.Summarize(lambda p, m: f"{len(m)} folded", trigger=500, keep=250), cl.TokenBudget(700)],
         explain=True,

@@ -1,4 +1,5 @@
-"""Windows on every database: the strategies, their composition, summaries and their failures."""
+"""Windows on every database and both twins: the strategies, their composition, summaries and
+their failures."""
 
 from __future__ import annotations
 
@@ -10,13 +11,17 @@ import pytest
 from sqlalchemy import event
 
 import chatledger as cl
+from chatledger.strategies import Lookback, WindowView
+from twins import AnyConversation, AnyLedger, Opener, statements_of
+
+pytestmark = pytest.mark.twins
 
 
 def call(cid: str, name: str = "search") -> dict[str, Any]:
     return {"id": cid, "type": "function", "function": {"name": name, "arguments": '{"q": 1}'}}
 
 
-def fill(conv: cl.Conversation, rounds: int, words: int = 20) -> None:
+def fill(conv: AnyConversation, rounds: int, words: int = 20) -> None:
     """Rounds of user/assistant, with a parallel tool call every third round."""
     for i in range(rounds):
         conv.append({"role": "user", "content": f"question {i} " + "word " * words})
@@ -30,18 +35,18 @@ def fill(conv: cl.Conversation, rounds: int, words: int = 20) -> None:
 
 
 @pytest.fixture
-def conv(ledger: cl.Ledger, uid: str) -> cl.Conversation:
+def conv(ledger: AnyLedger, uid: str) -> AnyConversation:
     c = ledger.conversation(uid, model="gpt-4o", system="You are terse.")
     c.append({"role": "developer", "content": "Cite sources."})
     fill(c, 12)
     return c
 
 
-def test_whole_history_without_strategy(conv: cl.Conversation) -> None:
+def test_whole_history_without_strategy(conv: AnyConversation) -> None:
     assert conv.window() == conv.messages()
 
 
-def test_last_rounds(conv: cl.Conversation) -> None:
+def test_last_rounds(conv: AnyConversation) -> None:
     history = conv.messages()
     w = conv.window(cl.LastRounds(2))
     assert w[:2] == history[:2]
@@ -50,7 +55,7 @@ def test_last_rounds(conv: cl.Conversation) -> None:
     assert conv.window(cl.LastRounds(100)) == history
 
 
-def test_token_budget_fits_exactly_and_maximally(conv: cl.Conversation) -> None:
+def test_token_budget_fits_exactly_and_maximally(conv: AnyConversation) -> None:
     history = conv.messages()
     users = [i for i, m in enumerate(history) if m["role"] == "user"]
     for limit in (200, 350, 700, 1500):
@@ -64,7 +69,7 @@ def test_token_budget_fits_exactly_and_maximally(conv: cl.Conversation) -> None:
             assert cl.count_tokens(history[:2] + history[prev[-1] :], "gpt-4o") > limit - 50
 
 
-def test_budget_counts_tools(conv: cl.Conversation) -> None:
+def test_budget_counts_tools(conv: AnyConversation) -> None:
     tools = [
         {
             "type": "function",
@@ -82,7 +87,7 @@ def test_budget_counts_tools(conv: cl.Conversation) -> None:
     assert len(with_tools.messages) < len(without.messages)
 
 
-def test_newest_round_too_big_starts_mid_round(ledger: cl.Ledger, uid: str) -> None:
+def test_newest_round_too_big_starts_mid_round(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid, model="gpt-4o", system="sys")
     conv.append({"role": "user", "content": "do the research"})
     for i in range(6):  # one long agent round
@@ -97,7 +102,7 @@ def test_newest_round_too_big_starts_mid_round(ledger: cl.Ledger, uid: str) -> N
     assert cl.count_tokens(w, "gpt-4o") <= 400
 
 
-def test_overflow_says_needed_and_allowed(ledger: cl.Ledger, uid: str) -> None:
+def test_overflow_says_needed_and_allowed(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid, model="gpt-4o", system="sys " * 50)
     conv.append({"role": "user", "content": "long " * 300})
     with pytest.raises(cl.ContextOverflowError) as info:
@@ -107,7 +112,7 @@ def test_overflow_says_needed_and_allowed(ledger: cl.Ledger, uid: str) -> None:
     assert "180" in str(info.value) and str(info.value.needed) in str(info.value)
 
 
-def test_pending_tool_calls_refuse_a_window(ledger: cl.Ledger, uid: str) -> None:
+def test_pending_tool_calls_refuse_a_window(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid)
     conv.append({"role": "user", "content": "x"})
     conv.append({"role": "assistant", "tool_calls": [call("p1")]})
@@ -117,7 +122,7 @@ def test_pending_tool_calls_refuse_a_window(ledger: cl.Ledger, uid: str) -> None
     assert conv.window(cl.LastRounds(1))[-1]["role"] == "tool"
 
 
-def test_prefix_only_and_empty_conversations(ledger: cl.Ledger, uid: str) -> None:
+def test_prefix_only_and_empty_conversations(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid, system="only a system prompt")
     assert conv.window(cl.TokenBudget(100)) == [
         {"role": "system", "content": "only a system prompt"}
@@ -137,7 +142,9 @@ class Recorder:
         return f"S{len(self.calls)} covers {len(messages)} messages"
 
 
-def test_summarize_persists_and_reuses(ledger: cl.Ledger, conv: cl.Conversation) -> None:
+def test_summarize_persists_and_reuses(
+    open_ledger: Opener, db_url: str, conv: AnyConversation
+) -> None:
     rec = Recorder()
     strategy = [cl.Summarize(rec, trigger=600, keep=300), cl.TokenBudget(800)]
     w = conv.window(strategy, explain=True)
@@ -154,7 +161,7 @@ def test_summarize_persists_and_reuses(ledger: cl.Ledger, conv: cl.Conversation)
     assert w.prompt_tokens == cl.count_tokens(w.messages, "gpt-4o") <= 800
     # nothing new: no summarizer call, same window, also from another ledger (process)
     assert conv.window(strategy) == w.messages
-    with cl.Ledger(ledger.engine.url) as other:
+    with open_ledger(db_url) as other:
         assert other.get(conv.id).window(strategy) == w.messages
     assert len(rec.calls) == 1
     # the originals are all still stored
@@ -173,7 +180,7 @@ def test_summarize_persists_and_reuses(ledger: cl.Ledger, conv: cl.Conversation)
     "failure", ["raise", "empty", "timeout", "none"], ids=lambda f: f"summarizer-{f}"
 )
 def test_failing_summarizer_falls_back_to_truncation(
-    conv: cl.Conversation, failure: str, caplog: pytest.LogCaptureFixture
+    conv: AnyConversation, failure: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     release = threading.Event()
 
@@ -199,7 +206,8 @@ def test_failing_summarizer_falls_back_to_truncation(
     assert len(rec.calls) == 1 and ok.summary is not None and not ok.summary_failed
 
 
-def test_async_summarizer_with_sync_conversation_is_refused(conv: cl.Conversation) -> None:
+@pytest.mark.sync_only  # the async twin takes async summarizers (see test_summarizer.py)
+def test_async_summarizer_with_sync_conversation_is_refused(conv: AnyConversation) -> None:
     async def summarize(previous: str | None, messages: list[dict[str, Any]]) -> str:
         return "never"
 
@@ -207,7 +215,7 @@ def test_async_summarizer_with_sync_conversation_is_refused(conv: cl.Conversatio
         conv.window(cl.Summarize(summarize, trigger=100, keep=50))
 
 
-def test_budget_drops_summary_before_newest_round(ledger: cl.Ledger, uid: str) -> None:
+def test_budget_drops_summary_before_newest_round(ledger: AnyLedger, uid: str) -> None:
     conv = ledger.conversation(uid, model="gpt-4o", system="s")
     fill(conv, 6, words=30)
 
@@ -223,11 +231,11 @@ def test_budget_drops_summary_before_newest_round(ledger: cl.Ledger, uid: str) -
     assert w.messages[-1]["content"].startswith("last")
 
 
-def test_window_reads_only_what_it_sends(ledger: cl.Ledger, uid: str) -> None:
+def test_window_reads_only_what_it_sends(ledger: AnyLedger, uid: str) -> None:
     """Rows and statements do not grow with the stored history."""
     conv = ledger.conversation(uid, model="gpt-4o", system="sys")
     counts: dict[int, tuple[int, int]] = {}
-    engine = ledger.engine
+    engine = statements_of(ledger)
     statements: list[str] = []
 
     def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -246,12 +254,12 @@ def test_window_reads_only_what_it_sends(ledger: cl.Ledger, uid: str) -> None:
     assert counts[200][0] <= counts[20][0] + 10
 
 
-def test_custom_strategy_protocol(conv: cl.Conversation) -> None:
+def test_custom_strategy_protocol(conv: AnyConversation) -> None:
     class KeepLastUser:
-        def lookback(self) -> cl.Lookback:
-            return cl.Lookback(rounds=1)
+        def lookback(self) -> Lookback:
+            return Lookback(rounds=1)
 
-        def apply(self, view: cl.WindowView) -> int:
+        def apply(self, view: WindowView) -> int:
             return view.newest_round_start
 
     history = conv.messages()
@@ -259,10 +267,10 @@ def test_custom_strategy_protocol(conv: cl.Conversation) -> None:
     assert w[2]["role"] == "user" and w[2:] == history[len(history) - len(w) + 2 :]
 
     class Bad:
-        def lookback(self) -> cl.Lookback:
-            return cl.Lookback()
+        def lookback(self) -> Lookback:
+            return Lookback()
 
-        def apply(self, view: cl.WindowView) -> int:
+        def apply(self, view: WindowView) -> int:
             tools = [e.seq for e in view.entries if e.role == "tool"]
             return tools[0]
 
@@ -283,7 +291,7 @@ def test_strategy_arguments_are_checked() -> None:
         cl.Summarize(lambda p, m: "", template="no placeholder")
 
 
-def test_explain_is_readable(conv: cl.Conversation) -> None:
+def test_explain_is_readable(conv: AnyConversation) -> None:
     w = conv.window(
         [cl.Summarize(Recorder(), trigger=600, keep=300), cl.TokenBudget(800)], explain=True
     )
@@ -293,13 +301,13 @@ def test_explain_is_readable(conv: cl.Conversation) -> None:
     assert w.prefix.count == 2 and w.kept.last == conv.refresh().last_seq
 
 
-def test_window_records_match_messages(conv: cl.Conversation) -> None:
+def test_window_records_match_messages(conv: AnyConversation) -> None:
     w = conv.window(cl.TokenBudget(600), explain=True)
     assert [r.message for r in w.records] == w.messages
     assert w.records[-1].seq == conv.refresh().last_seq
 
 
-def test_window_rows_pair_each_message_with_its_record(conv: cl.Conversation) -> None:
+def test_window_rows_pair_each_message_with_its_record(conv: AnyConversation) -> None:
     w = conv.window(
         [cl.Summarize(Recorder(), trigger=600, keep=300), cl.TokenBudget(800)], explain=True
     )

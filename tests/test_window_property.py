@@ -1,5 +1,5 @@
 """Property tests: every strategy and composition keeps the five window invariants, and a
-token budget is met exactly and maximally, on SQLite and PostgreSQL.
+token budget is met exactly and maximally, on SQLite and PostgreSQL, for both twins.
 
 The checks recompute everything from the full stored history with ``count_tokens``; they share
 no code with the window builder beyond the token counter itself.
@@ -8,7 +8,6 @@ no code with the window builder beyond the token counter itself.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,6 +16,9 @@ from hypothesis import strategies as st
 
 import chatledger as cl
 from strategies import conversations
+from twins import AnyLedger
+
+pytestmark = pytest.mark.twins
 
 TOOLS = [
     {
@@ -93,14 +95,14 @@ def build(spec: tuple[str, int, int]) -> tuple[Any, cl.TokenBudget | None]:
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_window_invariants(
     backend: str,
-    shared_ledger: Callable[[str], cl.Ledger],
+    shared_ledger: AnyLedger,
     history: list[dict[str, Any]],
     spec: tuple[str, int, int],
     model: str,
     with_tools: bool,
     turns: int,
 ) -> None:
-    led = shared_ledger(backend)
+    led = shared_ledger
     conv = led.conversation(uuid.uuid4().hex, model=model)
     conv.extend(history)
     strategy, budget = build(spec)

@@ -10,7 +10,7 @@ stream recorders: ``chatledger.streaming``; windows' parts: ``chatledger.window`
 
 from chatledger.budgets import Budget
 from chatledger.conversation import AsyncConversation, Conversation
-from chatledger.encryption import DecryptionError, Encryption
+from chatledger.encryption import DecryptionError, Encryption, EncryptionMismatchError
 from chatledger.errors import (
     BudgetExceededError,
     ChatLedgerError,
@@ -54,6 +54,7 @@ __all__ = [
     "DecryptionError",
     "EncodingIntegrityError",
     "Encryption",
+    "EncryptionMismatchError",
     "Estimate",
     "IdempotencyConflictError",
     "InvalidArgumentError",

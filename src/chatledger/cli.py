@@ -253,15 +253,42 @@ def cmd_ls(args: argparse.Namespace) -> int:
                     + "\n"
                 )
             return 0
-        sys.stdout.write(
-            f"{'id':<34} {'owner':<16} {'model':<14} {'msgs':>6} {'tokens':>8}  updated\n"
+        _table(
+            [
+                ("id", -34),
+                ("owner", -16),
+                ("model", -14),
+                ("msgs", 6),
+                ("tokens", 8),
+                ("updated", -16),
+            ],
+            [
+                (
+                    c.id,
+                    c.owner or "-",
+                    c.model,
+                    c.message_count,
+                    c.token_total,
+                    f"{c.updated_at:%Y-%m-%d %H:%M}",
+                )
+                for c in rows
+            ],
         )
-        for c in rows:
-            sys.stdout.write(
-                f"{c.id:<34} {c.owner or '-':<16} {c.model:<14} {c.message_count:>6} "
-                f"{c.token_total:>8}  {c.updated_at:%Y-%m-%d %H:%M}\n"
-            )
     return 0
+
+
+def _table(columns: list[tuple[str, int]], rows: list[tuple[object, ...]]) -> None:
+    """Plain aligned columns: a negative width aligns left."""
+
+    def line(cells: tuple[object, ...]) -> str:
+        return " ".join(
+            f"{cell!s:<{-w}}" if w < 0 else f"{cell!s:>{w}}"
+            for cell, (_, w) in zip(cells, columns, strict=True)
+        ).rstrip()
+
+    sys.stdout.write(line(tuple(name for name, _ in columns)) + "\n")
+    for r in rows:
+        sys.stdout.write(line(r) + "\n")
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -270,6 +297,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         if args.json:
             sys.stdout.write(json.dumps({"messages": conv.messages()}, ensure_ascii=False) + "\n")
             return 0
+        if conv.parent is not None:
+            sys.stdout.write(f"forked from {conv.parent} at seq {conv.forked_at}\n")
         for r in conv.records():
             status = f" [{r.status}]" if r.status else ""
             content = r.message.get("content")
@@ -304,6 +333,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         else:
             t = ledger.usage(owner=args.owner, since=since)
         convs = ledger.conversations(owner=args.owner, limit=10_000)
+        drift = ledger.token_drift(since=since)
     sys.stdout.write(
         f"conversations  {len(convs)}\n"
         f"messages       {sum(c.message_count for c in convs)}\n"
@@ -314,6 +344,29 @@ def cmd_stats(args: argparse.Namespace) -> int:
         + (f" (+{t.unpriced} requests of unpriced models)" if t.unpriced else "")
         + "\n"
     )
+    if drift:
+        sys.stdout.write("\ntoken counts against billed prompt tokens (error = counted - billed)\n")
+        _table(
+            [
+                ("model", -24),
+                ("feature", -16),
+                ("requests", 8),
+                ("exact", 7),
+                ("mean", 7),
+                ("worst under", 11),
+            ],
+            [
+                (
+                    d.model,
+                    d.feature,
+                    d.requests,
+                    f"{d.exact_share:.0%}",
+                    f"{d.mean_error:+.1f}",
+                    d.worst_under,
+                )
+                for d in drift
+            ],
+        )
     return 0
 
 
@@ -321,9 +374,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     target = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
         with Ledger(_db(args)) as ledger:
-            ids = args.ids or [c.id for c in ledger.conversations(owner=args.owner, limit=10_000)]
-            for n, cid in enumerate(ids, 1):
-                conv = ledger.get(cid, owner=args.owner)
+            found = ledger.conversations(owner=args.owner, limit=10_000)
+            ids = [(cid, args.owner) for cid in args.ids] or [(c.id, c.owner) for c in found]
+            for n, (cid, owner) in enumerate(ids, 1):
+                conv = ledger.get(cid, owner=owner)
                 target.write(json.dumps({"messages": conv.messages()}, ensure_ascii=False) + "\n")
                 if args.output and n % 100 == 0:
                     sys.stderr.write(f"exported {n}/{len(ids)}\n")
@@ -384,6 +438,28 @@ def cmd_rm(args: argparse.Namespace) -> int:
         for cid in args.ids:
             ledger.delete(cid, owner=args.owner)
             sys.stdout.write(f"deleted {cid}\n")
+    return 0
+
+
+def cmd_pop(args: argparse.Namespace) -> int:
+    with Ledger(_db(args)) as ledger:
+        conv = ledger.get(args.id, owner=args.owner)
+        removed = conv.rewind(args.rounds) if args.rounds else [conv.pop()]
+        gone = [r for r in removed if r is not None]
+        if not gone:
+            sys.stdout.write(f"{args.id} has no messages: nothing removed\n")
+        for r in gone:
+            sys.stdout.write(f"removed seq {r.seq} ({r.role})\n")
+    return 0
+
+
+def cmd_fork(args: argparse.Namespace) -> int:
+    with Ledger(_db(args)) as ledger:
+        child = ledger.get(args.id, owner=args.owner).fork(args.new_id, at_seq=args.at)
+        sys.stdout.write(
+            f"forked {args.id} at seq {child.forked_at} into {child.id} "
+            f"({child.info.message_count} messages)\n"
+        )
     return 0
 
 
@@ -483,6 +559,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-of-owner", metavar="OWNER")
     p.add_argument("--yes", action="store_true")
     p.set_defaults(func=cmd_rm)
+
+    p = sub.add_parser("pop", help="remove the newest message (or, with --rounds, rounds)")
+    p.add_argument("id")
+    p.add_argument("--owner")
+    p.add_argument("--rounds", type=int, default=0, help="remove the newest N rounds instead")
+    p.set_defaults(func=cmd_pop)
+
+    p = sub.add_parser("fork", help="copy a conversation (up to --at) into a new one")
+    p.add_argument("id")
+    p.add_argument("new_id", nargs="?", default=None, help="default: a new random id")
+    p.add_argument("--owner")
+    p.add_argument("--at", type=int, default=None, help="last seq to copy (default: all)")
+    p.set_defaults(func=cmd_fork)
     return parser
 
 

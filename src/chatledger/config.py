@@ -12,9 +12,11 @@ import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from chatledger.budgets import Budget
+from chatledger.drift import DriftWatch
 from chatledger.errors import InvalidArgumentError, InvalidMessageError, Problem
 from chatledger.messages import _normalize
 from chatledger.pricing import PriceTable
@@ -26,6 +28,7 @@ __all__ = ["LedgerConfig", "check_id", "new_conversation_id"]
 
 _MAX_ID = 255
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+DEFAULT_RESERVATION_TTL = timedelta(minutes=15)
 
 
 def new_conversation_id() -> str:
@@ -79,6 +82,9 @@ class LedgerConfig:
     max_message_bytes: int
     prices: PriceTable = field(default_factory=PriceTable.default)
     budgets: tuple[Budget, ...] = ()
+    #: how long a request's budget reservation holds when its reply is never recorded (a
+    #: crashed worker, an abandoned stream): longer than the client's timeout with retries
+    reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 1:
@@ -88,7 +94,10 @@ class LedgerConfig:
         for i, b in enumerate(self.budgets):
             if not isinstance(b, Budget):
                 raise InvalidArgumentError(f"budgets[{i}]", "must be a chatledger.Budget")
+        if not isinstance(self.reservation_ttl, timedelta) or self.reservation_ttl <= timedelta(0):
+            raise InvalidArgumentError("reservation_ttl", "must be a positive timedelta")
         self._counters: dict[str, TokenCounter] = {}
+        self.drift = DriftWatch()
         self._lock = threading.Lock()
 
     def counter(self, model: str) -> TokenCounter:
@@ -103,6 +112,9 @@ class LedgerConfig:
     def check_model(self, model: object) -> str:
         if not isinstance(model, str) or not model.strip() or len(model) > 128:
             raise InvalidArgumentError("model", "must be a non-empty string of at most 128")
+        if any(ord(ch) < 32 or ord(ch) == 127 for ch in model):
+            # PostgreSQL refuses NUL in text; no model name has control characters
+            raise InvalidArgumentError("model", "must not contain NUL or control characters")
         return model
 
     def new_conversation(
@@ -173,6 +185,8 @@ class LedgerConfig:
             datas.append(data)
         if problems:
             raise InvalidMessageError(problems)
+        if status is not None:  # a server's finish_reason: whatever it sent fits the column
+            status = str(status).replace("\x00", "")[:32] or None
         meta_texts = [
             dump_json(metas[i], "metadata") if metas is not None and i < len(metas) else None
             for i in range(len(msgs))

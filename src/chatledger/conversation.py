@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
 
+from chatledger import editing as edits
 from chatledger import operations as op
 from chatledger import round_trip
 from chatledger.budgets import Budget
@@ -59,6 +60,16 @@ class _Shell:
         return self._h.info
 
     @property
+    def parent(self) -> str | None:
+        """The id of the conversation this one was forked from (None if it was not)."""
+        return self._h.info.parent
+
+    @property
+    def forked_at(self) -> int | None:
+        """The last seq this fork shares with its parent (None if it is not a fork)."""
+        return self._h.info.forked_at
+
+    @property
     def counter(self) -> TokenCounter:
         """The token counter for this conversation's model."""
         return self._h.counter
@@ -77,7 +88,7 @@ class Conversation(_Shell):
     """A stored conversation, used from synchronous code. Get one from :class:`Ledger`."""
 
     def __init__(self, driver: SyncDriver, handle: Handle) -> None:
-        self._run, self._h = driver.run, handle
+        self._driver, self._run, self._h = driver, driver.run, handle
 
     def append(self, message: object, *, metadata: Meta = None,
             idempotency_key: str | None = None) -> StoredMessage:
@@ -184,13 +195,49 @@ class Conversation(_Shell):
         return self._run(op.refresh(self._h))
 
     def update(self, *, model: str | None = None, title: str | None = None,
-            metadata: Meta = None) -> ConversationInfo:
-        """Change the title, metadata or model. A model that counts tokens differently has
-        every stored message re-counted, once, in the same transaction."""
-        return self._run(op.update(self._h, model, title, metadata))
+            metadata: Meta = None, system: str | None = None) -> ConversationInfo:
+        """Change the title, metadata, model or system prompt. A model that counts tokens
+        differently has every stored message re-counted, once, in the same transaction;
+        ``system`` rewrites the first pinned system or developer message, and every later
+        window carries it."""
+        return self._run(edits.update(self._h, model, title, metadata, system))
+
+    def pop(self) -> StoredMessage | None:
+        """Remove and return the newest message (None if there is none)."""
+        return self._run(edits.pop(self._h))
+
+    def truncate(self, upto_seq: int) -> list[StoredMessage]:
+        """Keep seq ``1..upto_seq`` and remove the rest; returns what was removed."""
+        return self._run(edits.truncate(self._h, upto_seq))
+
+    def rewind(self, rounds: int = 1) -> list[StoredMessage]:
+        """Remove the newest ``rounds`` rounds (undo a turn); returns what was removed."""
+        return self._run(edits.rewind(self._h, rounds))
+
+    def fork(self, new_id: str | None = None, *, at_seq: int | None = None) -> Conversation:
+        """A new conversation of the same owner with this history up to ``at_seq`` (all of
+        it by default), copied inside the database; its ``parent`` is this one."""
+        loaded = self._run(edits.fork(self._h, new_id, at_seq))
+        return Conversation(self._driver, Handle(self._h.config, loaded))
+
+    def edit(self, seq: int, message: object, *, branch: bool = False) -> Conversation:
+        """Replace the message at ``seq`` and drop what came after it (edit and regenerate);
+        with ``branch=True`` on a fork, keeping this one. Returns the edited conversation."""
+        target = self.fork(at_seq=seq - 1) if branch else self
+        target._run(edits.edit(target._h, seq, message))
+        return target
+
+    def regenerate(self, client: Any, *, strategy: StrategyArg = None, tools: Tools = None,
+            budget: Budgets = None, choice: int = 0, **params: Any) -> Any:
+        """Drop the newest reply (with its tool exchange) and ask again, as :meth:`chat`
+        does; the usage of both replies stays in the ledger."""
+        out = self._run(edits.regenerate(self._h, client, strategy, tools, budget, choice, params))
+        if out.stream:
+            return self.stream(out.response, choice=choice, prompt_tokens=out.prompt_tokens)
+        return out.response
 
     def delete(self) -> None:
-        """Delete the conversation with its messages, summaries and usage records."""
+        """Delete the conversation with its messages and summaries (its usage rows stay)."""
         self._run(op.delete(self._h))
 
 
@@ -198,7 +245,7 @@ class AsyncConversation(_Shell):
     """The async twin of :class:`Conversation`. Get one from :class:`AsyncLedger`."""
 
     def __init__(self, driver: AsyncDriver, handle: Handle) -> None:
-        self._run, self._h = driver.run, handle
+        self._driver, self._run, self._h = driver, driver.run, handle
 
     async def append(self, message: object, *, metadata: Meta = None,
             idempotency_key: str | None = None) -> StoredMessage:
@@ -290,9 +337,43 @@ class AsyncConversation(_Shell):
         return await self._run(op.refresh(self._h))
 
     async def update(self, *, model: str | None = None, title: str | None = None,
-            metadata: Meta = None) -> ConversationInfo:
+            metadata: Meta = None, system: str | None = None) -> ConversationInfo:
         """Async :meth:`Conversation.update`."""
-        return await self._run(op.update(self._h, model, title, metadata))
+        return await self._run(edits.update(self._h, model, title, metadata, system))
+
+    async def pop(self) -> StoredMessage | None:
+        """Async :meth:`Conversation.pop`."""
+        return await self._run(edits.pop(self._h))
+
+    async def truncate(self, upto_seq: int) -> list[StoredMessage]:
+        """Async :meth:`Conversation.truncate`."""
+        return await self._run(edits.truncate(self._h, upto_seq))
+
+    async def rewind(self, rounds: int = 1) -> list[StoredMessage]:
+        """Async :meth:`Conversation.rewind`."""
+        return await self._run(edits.rewind(self._h, rounds))
+
+    async def fork(self, new_id: str | None = None, *, at_seq: int | None = None
+            ) -> AsyncConversation:
+        """Async :meth:`Conversation.fork`."""
+        loaded = await self._run(edits.fork(self._h, new_id, at_seq))
+        return AsyncConversation(self._driver, Handle(self._h.config, loaded))
+
+    async def edit(self, seq: int, message: object, *, branch: bool = False
+            ) -> AsyncConversation:
+        """Async :meth:`Conversation.edit`."""
+        target = await self.fork(at_seq=seq - 1) if branch else self
+        await target._run(edits.edit(target._h, seq, message))
+        return target
+
+    async def regenerate(self, client: Any, *, strategy: StrategyArg = None,
+            tools: Tools = None, budget: Budgets = None, choice: int = 0, **params: Any) -> Any:
+        """Async :meth:`Conversation.regenerate`, with an ``openai.AsyncOpenAI`` client."""
+        turn = edits.regenerate(self._h, client, strategy, tools, budget, choice, params)
+        out = await self._run(turn)
+        if out.stream:
+            return self.stream(out.response, choice=choice, prompt_tokens=out.prompt_tokens)
+        return out.response
 
     async def delete(self) -> None:
         """Async :meth:`Conversation.delete`."""

@@ -3,16 +3,25 @@
 This is the only place where the twins differ. A driver sends each effect's result back into
 the operation, or throws its exception in (so the operation decides: retry, replay, re-raise),
 and turns a database failure that escapes into :class:`StorageError`.
+
+A summarizer's timeout ends its call, not just the wait for it: an ``OpenAISummarizer`` is
+given the timeout as its client's own (the request is aborted), an async summarizer runs as a
+task that is cancelled. A plain sync callable cannot be stopped from outside in Python: it
+runs on a small dedicated pool of daemon threads (never the event loop's default executor),
+so calls that outlive their timeout hold at most ``SUMMARY_THREADS`` threads, and later
+calls wait their turn within their own timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import logging
+import queue
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -23,9 +32,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chatledger.effects import Effect, Op, Read, Send, Summarize, Write
 from chatledger.errors import InvalidArgumentError, StorageError
 from chatledger.store.maintenance import ensure_schema
+from chatledger.summarizers import OpenAISummarizer
 from chatledger.window import FoldRequest
 
-__all__ = ["AsyncDriver", "SyncDriver", "db_errors", "logger"]
+__all__ = ["SUMMARY_THREADS", "AsyncDriver", "SyncDriver", "db_errors", "logger"]
 
 T = TypeVar("T")
 logger = logging.getLogger("chatledger")
@@ -42,8 +52,10 @@ def db_errors() -> Iterator[None]:
         if exc.connection_invalidated:
             raise StorageError(f"database connection lost: {exc.orig or exc}") from exc
         raise StorageError(f"database refused the write: {exc.orig or exc}") from exc
-    except sa_exc.NoResultFound as exc:  # pragma: no cover - a store bug, typed all the same
-        raise StorageError(f"database state changed during the call: {exc}") from exc
+    except sa_exc.SQLAlchemyError as exc:  # a store bug or an unusual driver: typed all the same
+        raise StorageError(f"database error: {exc}") from exc
+    except (OSError, TimeoutError) as exc:  # async drivers raise their socket errors raw
+        raise StorageError(f"cannot reach the database: {exc}") from exc
 
 
 class _Stepper:
@@ -94,6 +106,63 @@ def _is_async(fn: Any) -> bool:
         or inspect.iscoroutinefunction(getattr(fn, "__call__", None))  # noqa: B004
         or getattr(fn, "is_async", False)
     )
+
+
+#: threads the sync summarizers of this process run on (see the module doc)
+SUMMARY_THREADS = 8
+
+
+class _SummaryPool:
+    """A bounded pool of daemon threads, started as needed: one stuck summarizer can neither
+    pile up threads nor keep the process from exiting (a ThreadPoolExecutor joins its workers
+    at exit)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._work: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]]]
+        self._work = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._threads = 0
+        self._unfinished = 0  # queued or running
+
+    def submit(self, fn: Callable[[], T]) -> Future[T]:
+        future: Future[T] = Future()
+        with self._lock:
+            self._unfinished += 1
+            if self._unfinished > self._threads and self._threads < self._size:
+                self._threads += 1
+                name = f"chatledger-summarizer-{self._threads}"
+                threading.Thread(target=self._serve, name=name, daemon=True).start()
+        self._work.put((future, fn))
+        return future
+
+    def _serve(self) -> None:
+        while True:
+            future, fn = self._work.get()
+            try:
+                if future.set_running_or_notify_cancel():  # False: timed out while queued
+                    try:
+                        future.set_result(fn())
+                    except BaseException as exc:
+                        future.set_exception(exc)
+            finally:
+                with self._lock:
+                    self._unfinished -= 1
+
+
+_POOL = _SummaryPool(SUMMARY_THREADS)
+
+
+def _client_bounded(fn: Any, timeout: float | None) -> Any:
+    """An ``OpenAISummarizer`` whose client gives up at ``timeout`` itself (no retries, which
+    would run past it), so a timed-out request is aborted rather than left running; None for
+    any other summarizer."""
+    with_options = getattr(getattr(fn, "client", None), "with_options", None)
+    if timeout is None or not isinstance(fn, OpenAISummarizer) or with_options is None:
+        return None
+    bounded = copy.copy(fn)
+    bounded.client = with_options(timeout=timeout, max_retries=0)
+    return bounded
 
 
 class SyncDriver:
@@ -149,15 +218,19 @@ class SyncDriver:
             raise InvalidArgumentError(
                 "summarizer", "is async: use it with AsyncLedger, or give a sync summarizer"
             )
+        timeout = req.strategy.timeout
+        bounded = _client_bounded(fn, timeout)
         try:
-            if req.strategy.timeout is None:
+            if bounded is not None:  # in this thread: the client's timeout ends the call
+                value = bounded(req.previous, e.messages)
+            elif timeout is None:
                 value = fn(req.previous, e.messages)
             else:
-                pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="chatledger-summary")
+                future = _POOL.submit(lambda: fn(req.previous, e.messages))
                 try:
-                    value = pool.submit(fn, req.previous, e.messages).result(req.strategy.timeout)
+                    value = future.result(timeout)
                 finally:
-                    pool.shutdown(wait=False)
+                    future.cancel()  # if it is still queued, it never starts
         except Exception as exc:
             _failed(req, e.conversation_id, repr(exc))
             return None
@@ -168,6 +241,11 @@ class SyncDriver:
                 "summarizer", "returned an awaitable: use it with AsyncLedger"
             )
         return _summary_text(e, value)
+
+
+async def _awaited(value: Any) -> Any:
+    """The result of an async summarizer's call (a coroutine or any awaitable)."""
+    return await value
 
 
 class AsyncDriver:
@@ -222,15 +300,18 @@ class AsyncDriver:
 
     @staticmethod
     async def _summarize(e: Summarize) -> str | None:
-        """Run a summarizer (async, or sync in a thread) within the timeout; None on failure."""
-        fn, req = e.request.strategy.summarizer, e.request
+        """Run a summarizer within the timeout: an async one as a task, cancelled at the
+        timeout; a sync one on the summarizer pool, never the loop's default executor. None
+        on failure."""
+        req = e.request
+        timeout = req.strategy.timeout
+        fn = _client_bounded(req.strategy.summarizer, timeout) or req.strategy.summarizer
         try:
             if _is_async(fn):
-                pending: Awaitable[Any] = fn(req.previous, e.messages)
+                value = await asyncio.wait_for(_awaited(fn(req.previous, e.messages)), timeout)
             else:
-                call: Callable[..., Any] = fn
-                pending = asyncio.to_thread(call, req.previous, e.messages)
-            value = await asyncio.wait_for(pending, req.strategy.timeout)
+                future = _POOL.submit(lambda: fn(req.previous, e.messages))
+                value = await asyncio.wait_for(asyncio.wrap_future(future), timeout)
         except Exception as exc:
             _failed(req, e.conversation_id, repr(exc))
             return None

@@ -83,6 +83,8 @@ class Handle:
     def load(self, loaded: Loaded) -> ConversationInfo:
         info = loaded.info
         self._row = info
+        #: the caller's id, the owner and the model, as the row last said
+        self.id, self.owner, self.model = info.id, info.owner, info.model
         self._cached: ConversationInfo | None = info
         self.profile = loaded.token_profile
         self._updated_at = info.updated_at
@@ -108,20 +110,8 @@ class Handle:
         return info
 
     @property
-    def id(self) -> str:
-        return self._row.id
-
-    @property
-    def owner(self) -> str | None:
-        return self._row.owner
-
-    @property
-    def model(self) -> str:
-        return self._row.model
-
-    @property
     def counter(self) -> TokenCounter:
-        return self.config.counter(self._row.model)
+        return self.config.counter(self.model)
 
     def batch(
         self,

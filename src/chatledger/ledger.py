@@ -19,10 +19,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from chatledger import operations as op
 from chatledger.append_plan import utcnow
 from chatledger.budgets import Budget
-from chatledger.config import DEFAULT_MAX_MESSAGE_BYTES, LedgerConfig, check_id
+from chatledger.config import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_RESERVATION_TTL,
+    LedgerConfig,
+    check_id,
+)
 from chatledger.conversation import AsyncConversation, Conversation, Meta
+from chatledger.drift import Drift
 from chatledger.drivers import AsyncDriver, SyncDriver
-from chatledger.encryption import PLAIN, Codec
+from chatledger.encryption import PLAIN, Codec, RotationReport
 from chatledger.errors import InvalidArgumentError
 from chatledger.handle import Handle
 from chatledger.pricing import PriceTable
@@ -70,7 +76,9 @@ class _Shell(Generic[E]):
     ``mysql://...``) or an engine you already have (an ``Engine`` for :class:`Ledger`, an
     ``AsyncEngine`` for :class:`AsyncLedger`). ``create_tables`` creates the schema if it is
     missing; with it off, a database without the schema is an error, as in production where
-    migrations own the schema. Other keyword arguments go to the engine a URL makes.
+    migrations own the schema. ``reservation_ttl``: how long a budgeted request's
+    reservation holds when its reply is never recorded (a crashed worker); keep it above the
+    client's timeout with retries. Other keyword arguments go to the engine a URL makes.
     """
 
     _engine_type: ClassVar[type]
@@ -91,6 +99,7 @@ class _Shell(Generic[E]):
         budgets: Sequence[Budget] = (),
         encryption: Codec | None = None,
         lock_timeout: float = 30.0,
+        reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL,
         **engine_options: Any,
     ) -> None:
         self._config = LedgerConfig(
@@ -98,6 +107,7 @@ class _Shell(Generic[E]):
             max_message_bytes,
             prices if prices is not None else PriceTable.default(),
             tuple(budgets),
+            reservation_ttl,
         )
         self._config.check_model(default_model)
         codec = _check_codec(encryption)
@@ -111,6 +121,12 @@ class _Shell(Generic[E]):
         self._driver = self._driver_type(
             base.execution_options(chatledger_codec=codec), create_tables
         )
+
+    @property
+    def engine(self) -> E:
+        """The ledger's engine (the schema is checked, or created, by the first call)."""
+        engine: E = self._driver.engine
+        return engine
 
     @property
     def prices(self) -> PriceTable:
@@ -134,10 +150,6 @@ class Ledger(_Shell[Engine], engine=Engine, make=make_sync_engine, driver=SyncDr
 
     _driver: SyncDriver
 
-    @property
-    def engine(self) -> Engine:
-        """The ledger's engine (the schema is checked, or created, by the first call)."""
-        return self._driver.engine
 
     def _open(self, loaded: Any) -> Conversation:
         return Conversation(self._driver, Handle(self._config, loaded))
@@ -149,8 +161,8 @@ class Ledger(_Shell[Engine], engine=Engine, make=make_sync_engine, driver=SyncDr
 
         The other arguments describe a new conversation (its first message is ``system``); an
         existing one is returned as stored, like ``dict.setdefault``. Use
-        :meth:`Conversation.update` to change one. Given an ``owner``, a conversation of
-        another owner is not found.
+        :meth:`Conversation.update` to change one. A conversation is ``(owner, id)``: owners
+        each have their own ``"default"``, and ``owner=None`` is the conversation with no owner.
         """
         how = op.Opening(model, system, title, metadata)
         return self._open(self._driver.run(op.get_or_create(self._config, id, owner, how)))
@@ -163,8 +175,8 @@ class Ledger(_Shell[Engine], engine=Engine, make=make_sync_engine, driver=SyncDr
         return self._open(self._driver.run(op.create(self._config, id, owner, how)))
 
     def get(self, id: str, *, owner: str | None = None) -> Conversation:
-        """The conversation ``id``; :class:`ConversationNotFoundError` if it does not exist or
-        belongs to another owner."""
+        """The conversation ``(owner, id)`` (``owner=None``: the one with no owner);
+        :class:`ConversationNotFoundError` if there is none, whoever else holds that id."""
         return self._open(self._driver.run(op.get(id, owner)))
 
     def conversations(self, *, owner: str | None = None, limit: int = 100, offset: int = 0
@@ -175,7 +187,8 @@ class Ledger(_Shell[Engine], engine=Engine, make=make_sync_engine, driver=SyncDr
         return self._driver.run(op.list_conversations(owner, limit, offset))
 
     def delete(self, id: str, *, owner: str | None = None) -> None:
-        """Delete a conversation and everything stored for it."""
+        """Delete the conversation ``(owner, id)`` with its messages and summaries; its usage
+        rows stay, counted for the owner (only :meth:`delete_owner` removes them)."""
         self._driver.run(op.delete_by_id(id, owner))
 
     def delete_owner(self, owner: str) -> int:
@@ -188,16 +201,24 @@ class Ledger(_Shell[Engine], engine=Engine, make=make_sync_engine, driver=SyncDr
         _check_owner(owner)
         return self._driver.run(op.delete_idle(_check_age(older_than), owner))
 
-    def rotate_encryption(self, *, batch: int = 500) -> int:
+    def rotate_encryption(self, *, batch: int = 500, vacuum: bool = False) -> RotationReport:
         """Re-encrypt every stored value with the newest key (and encrypt values written
-        before encryption was on); returns how many values were rewritten."""
-        return self._driver.run(op.rotate_encryption(batch))
+        before encryption was on), row by row, safe beside live writes; a re-run continues.
+        ``vacuum=True`` then rewrites the tables (PostgreSQL: ``VACUUM FULL``) so that old
+        ciphertext leaves the files. Returns counts per table and the rows that failed."""
+        return self._driver.run(op.rotate_encryption(batch, vacuum))
 
     def usage(self, *, owner: str | None = None, since: datetime | None = None,
             until: datetime | None = None) -> UsageTotals:
         """Usage and cost summed over ``owner``'s conversations (or all), ``since <= t < until``."""
         _check_owner(owner)
         return self._driver.run(op.ledger_usage(owner, since, until))
+
+    def token_drift(self, *, since: datetime | None = None) -> list[Drift]:
+        """How the counts made before sending compared with the prompt tokens billed, per model
+        and per feature (tools, images, history calls, ...): the API changes its rules
+        without notice, and this is where a deployment sees it first."""
+        return self._driver.run(op.token_drift(since))
 
     def close(self) -> None:
         """Release the connections of an engine the ledger created (not of one passed in)."""
@@ -224,10 +245,6 @@ class AsyncLedger(
 
     _driver: AsyncDriver
 
-    @property
-    def engine(self) -> AsyncEngine:
-        """The ledger's engine (the schema is checked, or created, by the first call)."""
-        return self._driver.engine
 
     def _open(self, loaded: Any) -> AsyncConversation:
         return AsyncConversation(self._driver, Handle(self._config, loaded))
@@ -270,15 +287,20 @@ class AsyncLedger(
         _check_owner(owner)
         return await self._driver.run(op.delete_idle(_check_age(older_than), owner))
 
-    async def rotate_encryption(self, *, batch: int = 500) -> int:
+    async def rotate_encryption(self, *, batch: int = 500, vacuum: bool = False
+            ) -> RotationReport:
         """Async :meth:`Ledger.rotate_encryption`."""
-        return await self._driver.run(op.rotate_encryption(batch))
+        return await self._driver.run(op.rotate_encryption(batch, vacuum))
 
     async def usage(self, *, owner: str | None = None, since: datetime | None = None,
             until: datetime | None = None) -> UsageTotals:
         """Async :meth:`Ledger.usage`."""
         _check_owner(owner)
         return await self._driver.run(op.ledger_usage(owner, since, until))
+
+    async def token_drift(self, *, since: datetime | None = None) -> list[Drift]:
+        """Async :meth:`Ledger.token_drift`."""
+        return await self._driver.run(op.token_drift(since))
 
     async def close(self) -> None:
         """Release the connections of an engine the ledger created (not of one passed in)."""

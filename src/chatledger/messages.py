@@ -197,7 +197,8 @@ def _check(
     if role == "assistant":
         _assistant_rules(raw, own, index)
     if not errors and not own:
-        return _in_order(out, raw)  # the caller's key order, at every depth
+        ordered: dict[str, Any] = _in_order(out, raw)  # the caller's key order, at every depth
+        return ordered
     for issue in explain(adapter, errors, patterns=_PATTERNS, nouns=_NOUNS):
         rule = issue.rule
         if len(issue.loc) == 1 and issue.kind == "missing":

@@ -5,6 +5,11 @@
 inside the package and touch only ``chatledger_*`` tables, keeping their own version table,
 so they live beside an application's own Alembic history without meeting it.
 Needs the ``alembic`` package (``pip install chatledger[migrations]``).
+
+Upgrades hold the schema lock (see ``store/locks.py``), the same one a ledger takes when it
+creates tables: any number of upgrades and starting applications may run at once, and all of
+them succeed. A database at a revision this version does not know (made by a newer
+chatledger) raises :class:`SchemaVersionError`, one line, instead of a traceback.
 """
 
 from __future__ import annotations
@@ -14,12 +19,18 @@ from typing import Any
 
 from sqlalchemy import URL, Connection, Engine
 
-from chatledger.errors import InvalidArgumentError
+from chatledger.encryption import Codec, Encryption, RotationReport
+from chatledger.errors import InvalidArgumentError, SchemaVersionError
 from chatledger.store.engine import make_sync_engine
+from chatledger.store.locks import session_lock
+from chatledger.store.maintenance import encryption_setting, set_encryption
 
-__all__ = ["current", "heads", "upgrade"]
+__all__ = ["current", "encrypt", "heads", "upgrade"]
 
 _HERE = Path(__file__).resolve().parent / "store" / "migrations"
+_VERSION_TABLE = "chatledger_alembic_version"
+# a migration may wait for another one, or for a long-running application transaction
+_MIGRATION_LOCK_TIMEOUT = 600.0
 
 
 def _config(connection: Connection) -> Any:
@@ -38,17 +49,53 @@ def _config(connection: Connection) -> Any:
 def _engine(target: str | URL | Engine) -> tuple[Engine, bool]:
     if isinstance(target, Engine):
         return target, False
-    return make_sync_engine(target), True
+    return make_sync_engine(target, lock_timeout=_MIGRATION_LOCK_TIMEOUT), True
+
+
+def _revision(conn: Connection) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    ctx = MigrationContext.configure(conn, opts={"version_table": _VERSION_TABLE})
+    return ctx.get_current_revision()
+
+
+def _known(at: str | None) -> None:
+    """Refuse a database at a revision these migrations do not contain."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory(str(_HERE))
+    if at is not None and at not in {r.revision for r in script.walk_revisions()}:
+        raise SchemaVersionError(
+            f"database schema is at revision {at}, which this chatledger does not know "
+            f"(it ships {', '.join(script.get_heads())}): it was made by a newer chatledger; "
+            "upgrade the package"
+        )
 
 
 def upgrade(target: str | URL | Engine, revision: str = "head") -> str | None:
     """Migrate the database to ``revision`` (the newest by default); returns where it is now."""
     from alembic import command
+    from alembic.util import CommandError
 
     engine, owned = _engine(target)
+    sqlite = engine.dialect.name == "sqlite"
     try:
-        with engine.begin() as conn:
-            command.upgrade(_config(conn), revision)
+        with engine.connect() as conn, session_lock(conn):
+            if sqlite:  # tables are copied to alter them: a DROP must not cascade
+                conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                conn.commit()
+            try:
+                with conn.begin():
+                    if sqlite:
+                        conn.exec_driver_sql("BEGIN IMMEDIATE")  # the write lock, held to commit
+                    _known(_revision(conn))
+                    command.upgrade(_config(conn), revision)
+            except CommandError as exc:
+                raise SchemaVersionError(f"cannot upgrade the chatledger schema: {exc}") from None
+            finally:
+                if sqlite:
+                    conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                    conn.commit()
         return current(engine)
     finally:
         if owned:
@@ -57,15 +104,10 @@ def upgrade(target: str | URL | Engine, revision: str = "head") -> str | None:
 
 def current(target: str | URL | Engine) -> str | None:
     """The revision the database is at (None: no chatledger tables yet)."""
-    from alembic.runtime.migration import MigrationContext
-
     engine, owned = _engine(target)
     try:
         with engine.connect() as conn:
-            ctx = MigrationContext.configure(
-                conn, opts={"version_table": "chatledger_alembic_version"}
-            )
-            return ctx.get_current_revision()
+            return _revision(conn)
     finally:
         if owned:
             engine.dispose()
@@ -77,3 +119,23 @@ def heads() -> list[str]:
 
     script = ScriptDirectory(str(_HERE))
     return list(script.get_heads())
+
+
+def encrypt(target: str | URL | Engine, encryption: Codec) -> RotationReport:
+    """Turn a plaintext database into an encrypted one: record it as encrypted, then encrypt
+    every stored value (``rotate_encryption``). Stop the database's workers without keys
+    first: they checked the setting when they started, and would go on writing plaintext."""
+    from chatledger.ledger import Ledger
+
+    if not isinstance(encryption, Encryption):
+        raise InvalidArgumentError("encryption", "must be a chatledger.Encryption")
+    engine, owned = _engine(target)
+    try:
+        with engine.connect() as conn, session_lock(conn), conn.begin():
+            if encryption_setting(conn) != "fernet":
+                set_encryption(conn, "fernet")
+        with Ledger(engine, create_tables=False, encryption=encryption) as ledger:
+            return ledger.rotate_encryption()
+    finally:
+        if owned:
+            engine.dispose()

@@ -17,11 +17,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
-from chatledger import round_trip
-from chatledger.append_plan import utcnow
-from chatledger.budgets import Budget, Spend
+from chatledger import round_trip, spending
 from chatledger.config import LedgerConfig, check_id, dump_json
+from chatledger.drift import Drift, summarize
 from chatledger.effects import Op, Send, Summarize, reading, writing
+from chatledger.encryption import RotationReport
 from chatledger.errors import (
     ConversationExistsError,
     ConversationNotFoundError,
@@ -35,14 +35,18 @@ from chatledger.rows import (
     Appended,
     ConversationInfo,
     Loaded,
+    Snapshot,
     StoredMessage,
     UsageRecord,
     UsageTotals,
 )
 from chatledger.store import conversations as conv_store
-from chatledger.store import maintenance, usage
+from chatledger.store import limits, maintenance, rotation, usage
 from chatledger.store import messages as msg_store
+from chatledger.store.drift import drift_rows
+from chatledger.store.locks import read_snapshot
 from chatledger.store.windows import save_summary, window_snapshot
+from chatledger.tokens import request_features
 from chatledger.window import FoldRequest, Plan, StrategyArg, Window, WindowJob, plan_window
 
 __all__ = [
@@ -88,6 +92,9 @@ def _locked_write(
             return (yield from writing(body(batch)))
         except msg_store.Stale:
             yield from refresh(h)
+            if h.profile != h.counter.profile:
+                # stored by another version of the counting rules: redo the counts once
+                yield from update(h, h.model, None, None)
         except sa_exc.IntegrityError:
             if not fast:
                 raise
@@ -108,9 +115,13 @@ def append(
         return []
 
     def body(b: Batch) -> Callable[[Connection], Appended]:
-        return lambda c: msg_store.append(
-            c, h.pk, h.id, b.profile, b.counted_against, b.prepared, key, b.seen
-        )
+        def run(c: Connection) -> Appended:
+            limits.check_messages(c, b.prepared)
+            return msg_store.append(
+                c, h.pk, h.id, b.profile, b.counted_against, b.prepared, key, b.seen
+            )
+
+        return run
 
     done = yield from _locked_write(h, items, metas, None, body)
     return h.after_write(done)
@@ -129,13 +140,17 @@ def record(
     reply = round_trip.parse_reply(completion, choice, h.counter, prompt_tokens)
     key = round_trip.record_key(reply, key)
     check_key(key)
-    values = round_trip.usage_values(h.config, reply, h.model)
+    sent = h.take_sent(prompt_tokens)  # what was counted before sending, if known
+    values = round_trip.usage_values(h.config, reply, h.model, sent)
     items = [reply.message] if reply.message is not None else []
 
     def body(b: Batch) -> Callable[[Connection], tuple[Appended | None, UsageRecord]]:
         def run(c: Connection) -> tuple[Appended | None, UsageRecord]:
             done: Appended | None = None
+            if rid is not None:
+                usage.release(c, rid)  # settled: the reply's usage replaces what was held
             if items:
+                limits.check_messages(c, b.prepared)
                 done = msg_store.append(
                     c, h.pk, h.id, b.profile, b.counted_against, b.prepared, key, b.seen
                 )
@@ -146,12 +161,19 @@ def record(
                 if existing is not None:
                     return done, existing
             seq = done.stored[-1].seq if done is not None else None
-            return done, usage.insert_usage(c, h.pk, seq, values, key)
+            return done, usage.insert_usage(c, h.pk, seq, values, key, owner=h.owner)
 
         return run
 
-    done, used = yield from _locked_write(h, items, [metadata], reply.status, body)
+    rid = spending.settle_next(h)
+    try:
+        done, used = yield from _locked_write(h, items, [metadata], reply.status, body)
+    except Exception:
+        spending.unsettled(h, rid)
+        raise
     message = h.after_write(done)[0] if done is not None else None
+    if sent is not None and not reply.usage.estimated:
+        h.config.drift.note(used.model, sent[0], used.prompt_tokens)
     return Recorded(message, used)
 
 
@@ -170,6 +192,7 @@ def update(
     counter = None if model is None else h.config.counter(h.config.check_model(model))
 
     def run(c: Connection) -> Loaded:
+        limits.check_value(c, "metadata", values.get("meta"))
         conv_store.lock_conversation(c, h.pk, h.id)
         if counter is not None:
             row = conv_store.load_conversation(c, h.pk, h.id)
@@ -247,9 +270,12 @@ def window(
     from the same read), folds where a folding strategy asks, then the tail if not read yet."""
     job = WindowJob.start(strategy, h.counter, tools, tool_choice, reserve)
     pk, shown = h.pk, h.id
-    snap = yield from reading(
-        lambda c: window_snapshot(c, pk, shown, job.lookback, job.with_summary)
-    )
+
+    def snapshot(c: Connection) -> Snapshot:
+        read_snapshot(c)  # the row, the cut point and the rows: one snapshot on every database
+        return window_snapshot(c, pk, shown, job.lookback, job.with_summary)
+
+    snap = yield from reading(snapshot)
     h.load(snap.loaded)
     job.counter = h.counter  # the snapshot's model, even if another worker just changed it
     view = job.view(snap, h.id)
@@ -277,46 +303,47 @@ def _fold(h: Handle, req: FoldRequest) -> Op[tuple[int, str] | None]:
     recs = yield from reading(
         lambda c: msg_store.read_messages(c, pk, req.from_seq, req.upto_seq + 1, None)
     )
-    text = yield Summarize(req, [r.message for r in recs], h.id)
+    msgs = [r.message for r in recs]
+    text = yield Summarize(req, msgs, h.id)
+    billed = spending.summarizer_usage(h, req, msgs)  # a failed summary may be billed too
+    owner = h.owner
     if text is None:
+        if billed is not None:
+            yield from writing(lambda c: usage.insert_usage(c, pk, None, billed, None, owner=owner))
         return None
     tokens = h.counter.message(req.strategy.summary_message(text))
     model = getattr(req.strategy.summarizer, "model", None)
-    name = model[:128] if isinstance(model, str) else None
-    yield from writing(lambda c: save_summary(c, pk, shown, req.upto_seq, text, tokens, name))
-    return req.upto_seq, text
+    name = model.replace("\x00", "")[:128] if isinstance(model, str) else None
+
+    def run(c: Connection) -> bool:
+        if billed is not None:  # in the summary's transaction: both are stored, or neither
+            usage.insert_usage(c, pk, None, billed, None, owner=owner)
+        if not limits.fits(c, text):
+            return False  # more than the server takes in a statement: a failed summary
+        save_summary(c, pk, shown, req.upto_seq, text, tokens, name)
+        return True
+
+    return (req.upto_seq, text) if (yield from writing(run)) else None
 
 
 def request(
     h: Handle, strategy: StrategyArg, tools: Tools, budget: Any, params: Mapping[str, Any]
-) -> Op[tuple[dict[str, Any], int]]:
-    """The kwargs for ``chat.completions.create`` and their prompt tokens: parameters checked
-    first, the window with room for the completion, then every budget in one read."""
+) -> Op[tuple[dict[str, Any], int, int | None]]:
+    """The kwargs for ``chat.completions.create``, their prompt tokens and the budget
+    reservation's key: parameters checked first, the window with room for the completion, then
+    every budget checked, and the request's maximum reserved, in one locked transaction
+    (:mod:`chatledger.spending`)."""
     checked = round_trip.request_params(h.model, tools, params)
     guards = round_trip.budgets_for(h.config, budget)
     room = round_trip.completion_room(checked)
     w = yield from window(h, strategy, tools, checked.get("tool_choice"), room)
     validate_params(checked, messages=w.messages)
+    choice = checked.get("tool_choice")
+    h.sent = (w.prompt_tokens, request_features(w.messages, tools, tool_choice=choice))
+    rid = None
     if guards:
-        needed = round_trip.needed_spend(h.config, checked["model"], w.prompt_tokens, room)
-        scopes = [_scope(h, g) for g in guards]
-        now = utcnow()
-
-        def spent(c: Connection) -> list[UsageTotals]:
-            return [usage.usage_totals(c, pk, owner, g.since(now), None) for g, pk, owner in scopes]
-
-        for (guard, _, _), t in zip(scopes, (yield from reading(spent)), strict=True):
-            subject = f"owner {h.owner!r}" if guard.scope == "owner" else f"conversation {h.id!r}"
-            guard.check(Spend(t.total_tokens, t.cost_micros), needed, subject=subject)
-    return {**checked, "messages": w.messages}, w.prompt_tokens
-
-
-def _scope(h: Handle, guard: Budget) -> tuple[Budget, int | None, str | None]:
-    if guard.scope == "owner":
-        if h.owner is None:
-            raise InvalidArgumentError("budget", "an owner budget needs a conversation owner")
-        return guard, None, h.owner
-    return guard, h.pk, None
+        checked, rid = yield from spending.reserve(h, guards, checked, w.prompt_tokens, room)
+    return {**checked, "messages": w.messages}, w.prompt_tokens, rid
 
 
 class ChatOutcome:
@@ -341,8 +368,13 @@ def chat(
     """One turn: append the message, request, send, and record (a stream records itself)."""
     if message is not None:
         yield from append(h, [round_trip.user_message(message)], None, None)
-    kwargs, prompt = yield from request(h, strategy, tools, budget, params)
-    response = yield Send(client, kwargs)
+    kwargs, prompt, rid = yield from request(h, strategy, tools, budget, params)
+    try:
+        response = yield Send(client, kwargs)
+    except Exception:
+        if rid is not None:  # nothing was billed: what it held is free again at once
+            yield from spending.release(h, rid)
+        raise
     streaming = bool(kwargs.get("stream"))
     if not streaming:
         yield from record(h, response, choice, None, None, prompt)
@@ -372,6 +404,8 @@ def create(config: LedgerConfig, cid: str | None, owner: str | None, how: Openin
     first, _ = config.prepare(_opening(how.system), config.counter(new.model))
 
     def run(c: Connection) -> Loaded:
+        limits.check_value(c, "metadata", new.meta)
+        limits.check_messages(c, first)
         pk = conv_store.insert_conversation(c, new)
         if first:
             msg_store.append(c, pk, new.id, new.token_profile, False, first, None)
@@ -413,18 +447,23 @@ def delete_by_id(cid: str, owner: str | None) -> Op[None]:
     yield from writing(lambda c: conv_store.delete_conversation(c, loaded.pk, cid))
 
 
-def rotate_encryption(batch: int) -> Op[int]:
-    """Re-encrypt every stored value with the newest key, a bounded batch per transaction."""
-    done = 0
-    for table in maintenance.ENCRYPTED_TABLES:
+def rotate_encryption(batch: int, vacuum: bool = False) -> Op[RotationReport]:
+    """Re-encrypt every stored value with the newest key, a bounded batch per transaction,
+    each row on its own compare-and-set (``store/rotation.py``); then rewrite the tables if
+    asked, so that old ciphertext leaves the database files."""
+    report = RotationReport()
+    for table in rotation.ENCRYPTED_TABLES:
         after: tuple[Any, ...] | None = None
         while True:
-            step = partial(maintenance.rotate_batch, name=table, after=after, batch=batch)
-            n, after = yield from writing(step)
-            done += n
-            if n < batch:
+            step = partial(rotation.rotate_batch, name=table, after=after, batch=batch)
+            done = yield from writing(step)
+            report.add(table, done.rotated, done.current, done.failures)
+            after = done.last
+            if done.read < batch:
                 break
-    return done
+    if vacuum:
+        report.vacuumed = yield from reading(rotation.vacuum)
+    return report
 
 
 def list_conversations(owner: str | None, limit: int, offset: int) -> Op[list[ConversationInfo]]:
@@ -445,3 +484,8 @@ def ledger_usage(
     owner: str | None, since: datetime | None, until: datetime | None
 ) -> Op[UsageTotals]:
     return (yield from reading(lambda c: usage.usage_totals(c, None, owner, since, until)))
+
+
+def token_drift(since: datetime | None) -> Op[list[Drift]]:
+    """Pre-send counts against billed prompt tokens, per model and feature."""
+    return summarize((yield from reading(lambda c: drift_rows(c, since))))

@@ -137,8 +137,14 @@ def parse_reply(
     return reply
 
 
-def usage_values(config: LedgerConfig, reply: Reply, fallback_model: str) -> dict[str, Any]:
-    """The usage row for a reply, with its cost from the ledger's price table."""
+def usage_values(
+    config: LedgerConfig,
+    reply: Reply,
+    fallback_model: str,
+    sent: tuple[int, frozenset[str]] | None = None,
+) -> dict[str, Any]:
+    """The usage row for a reply, with its cost from the ledger's price table, and the
+    pre-send count with the request's rule families next to the billed figure."""
     u = reply.usage
     model = u.model or fallback_model
     cost = config.prices.cost_micros(
@@ -150,6 +156,9 @@ def usage_values(config: LedgerConfig, reply: Reply, fallback_model: str) -> dic
     meta = dict(u.extra)
     if reply.dropped_tool_calls:
         meta["dropped_tool_calls"] = reply.dropped_tool_calls
+    if sent is not None and not u.estimated:
+        meta["counted"] = sent[0]
+        meta["features"] = sorted(sent[1])
     return {
         "model": model[:128],
         "response_id": (u.response_id or None) and str(u.response_id)[:255],

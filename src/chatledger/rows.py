@@ -69,6 +69,9 @@ class ConversationInfo:
     prefix_seq: int
     last_round_seq: int
     pending_tool_calls: tuple[str, ...] = ()
+    #: a fork's parent conversation (its id) and the last seq they share; None otherwise
+    parent: str | None = None
+    forked_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,11 +3,18 @@
 A summarizer is any callable ``(previous_summary, messages) -> str``, or one returning an
 awaitable of ``str`` for async code. :class:`OpenAISummarizer` calls any OpenAI-compatible chat
 endpoint through the official SDK, with the client the caller already configured.
+
+A summarizer that can say what a call was billed offers ``take_usage(messages)``: the response
+to the call that was given that very ``messages`` list (or None). The ledger then records it as
+a usage row of the conversation, in the transaction that stores the summary, so it counts
+against budgets like any request. :class:`OpenAISummarizer` does.
 """
 
 from __future__ import annotations
 
 import inspect
+import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -30,6 +37,7 @@ DEFAULT_PROMPT = (
 )
 
 _MAX_PART_CHARS = 4000
+_KEPT = 64  # responses kept for take_usage
 
 
 def _text_of(content: Any) -> str:
@@ -117,6 +125,12 @@ class OpenAISummarizer:
         self.is_async = isinstance(client, openai.AsyncOpenAI) or inspect.iscoroutinefunction(
             inspect.unwrap(create)
         )
+        #: the newest response's ``usage`` (what the summarizer was billed), None before any
+        self.last_usage: Any = None
+        # responses by the identity of the messages list they summarised, for take_usage:
+        # a summarizer shared by threads or tasks still gives each fold its own response
+        self._responses: OrderedDict[int, tuple[list[Any], Any]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def request(self, previous: str | None, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """The chat completion request this summarizer sends."""
@@ -148,14 +162,32 @@ class OpenAISummarizer:
         content = choices[0].message.content
         return content.strip() if isinstance(content, str) else ""
 
+    def _keep(self, messages: list[Any], completion: Any) -> None:
+        self.last_usage = getattr(completion, "usage", None)
+        with self._lock:
+            self._responses[id(messages)] = (messages, completion)  # the list keeps its id
+            while len(self._responses) > _KEPT:  # calls whose fold gave up (a timeout)
+                self._responses.popitem(last=False)
+
+    def take_usage(self, messages: list[Any]) -> Any:
+        """The response to the call that summarised ``messages`` (this very list), once: the
+        ledger records its usage as a usage row of the conversation. None if there was none."""
+        with self._lock:
+            kept = self._responses.pop(id(messages), None)
+        return None if kept is None or kept[0] is not messages else kept[1]
+
     def __call__(self, previous: str | None, messages: list[dict[str, Any]]) -> Any:
         kwargs = self.request(previous, messages)
         if self.is_async:
-            return self._acall(kwargs)
-        return self._text(self.client.chat.completions.create(**kwargs))
+            return self._acall(kwargs, messages)
+        completion = self.client.chat.completions.create(**kwargs)
+        self._keep(messages, completion)
+        return self._text(completion)
 
-    async def _acall(self, kwargs: dict[str, Any]) -> str:
-        return self._text(await self.client.chat.completions.create(**kwargs))
+    async def _acall(self, kwargs: dict[str, Any], messages: list[Any]) -> str:
+        completion = await self.client.chat.completions.create(**kwargs)
+        self._keep(messages, completion)
+        return self._text(completion)
 
     def __repr__(self) -> str:
         return f"OpenAISummarizer(model={self.model!r}, async={self.is_async})"

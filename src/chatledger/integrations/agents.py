@@ -27,13 +27,22 @@ summary) is read back as the items it corresponds to.
 When a batch starts a new turn while tool calls of an earlier one were never answered (a run
 that failed inside a tool), the calls are first closed with a tool message saying no result
 was recorded, as the API requires; those messages carry no items, so ``get_items`` does not
-show them. Storing the items doubles the stored size of each message (text, images):
-the price of exact round trips.
+show them. A batch that starts with tool calls while the newest message is an assistant
+message whose calls all wait for outputs joins that message instead (one message, as the SDK
+sends it). Storing the items doubles the stored size of each message: the price of exact
+round trips.
+
+``pop_item`` removes one item at a time, the newest as ``get_items`` shows it, like the SDK's
+own sessions. One stored message may hold several items (a reply's text and its calls), so
+popping removes that message, with any item-less closers after it, and stores its other items
+again in its place, in one transaction under the conversation lock: a concurrent writer sees
+the message before or after, never without it. Popping a tool output re-opens its call; adding
+the popped item back restores the same messages. ``clear_session`` removes every message and
+keeps the conversation (id, owner, model, metadata, usage records).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 from collections.abc import Mapping, Sequence
@@ -41,14 +50,18 @@ from typing import TYPE_CHECKING, Any, cast
 
 from agents.items import TResponseInputItem
 from agents.memory import SessionSettings
+from agents.memory.session_settings import coerce_session_settings
+from sqlalchemy import Connection
 
 from chatledger.conversation import AsyncConversation
-from chatledger.errors import (
-    ConversationNotFoundError,
-    PendingToolCallsError,
-)
+from chatledger.effects import Op, writing
+from chatledger.errors import PendingToolCallsError
+from chatledger.handle import Handle
 from chatledger.ledger import AsyncLedger
-from chatledger.rows import ConversationInfo, StoredMessage
+from chatledger.rows import Loaded, StoredMessage
+from chatledger.store import conversations as conv_store
+from chatledger.store import history
+from chatledger.store import messages as msg_store
 from chatledger.strategies import Strategy
 from chatledger.window import Window
 
@@ -68,6 +81,8 @@ _IMAGE_DETAILS = ("auto", "low", "high")
 StrategyArg = Strategy | Sequence[Strategy] | None
 Item = dict[str, Any]
 Stored = tuple[dict[str, Any], dict[str, Any]]  # a message and its metadata
+Pair = tuple[dict[str, Any], dict[str, Any] | None]  # a stored message and its metadata
+Records = Sequence[tuple[Mapping[str, Any], Mapping[str, Any] | None]]
 
 
 # --- items -> messages ------------------------------------------------------------------------
@@ -354,28 +369,29 @@ def _foreign_items(msg: Mapping[str, Any], custom_calls: set[str]) -> list[Item]
     return []  # legacy function messages: no item carries them
 
 
-def messages_to_items(
-    records: Sequence[tuple[Mapping[str, Any], Mapping[str, Any] | None]],
-) -> list[Item]:
-    """Stored messages (with their metadata) as the items they stand for, in order."""
-    items: list[Item] = []
+def _items_per_message(records: Records) -> list[list[Item]]:
+    """The items each stored message stands for (none for a closer of unanswered calls)."""
+    out: list[list[Item]] = []
     custom_calls: set[str] = set()
     for message, metadata in records:
         kept = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
         if isinstance(kept, Mapping) and isinstance(kept.get("items"), list):
-            items.extend(kept["items"])
+            out.append(list(kept["items"]))
         else:
-            items.extend(_foreign_items(message, custom_calls))
-    return items
+            out.append(_foreign_items(message, custom_calls))
+    return out
 
 
-def _pairs(records: Sequence[StoredMessage]) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+def messages_to_items(records: Records) -> list[Item]:
+    """Stored messages (with their metadata) as the items they stand for, in order."""
+    return [item for items in _items_per_message(records) for item in items]
+
+
+def _pairs(records: Sequence[StoredMessage]) -> list[Pair]:
     return [(r.message, r.metadata) for r in records]
 
 
-async def _window_pairs(
-    conv: AsyncConversation, strategy: StrategyArg
-) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+async def _window_pairs(conv: AsyncConversation, strategy: StrategyArg) -> list[Pair]:
     """A window with each message's metadata (``Window.rows``)."""
     try:
         w: Window = await conv.window(strategy, explain=True)
@@ -387,6 +403,82 @@ async def _window_pairs(
         tail = await conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
         return _pairs([*opened, *tail])
     return [(m, r.metadata if r is not None else None) for m, r in w.rows()]
+
+
+# --- rewriting the newest messages: operations run by the conversation's own driver, each one
+# transaction under the lock every append and edit takes, so no writer slips into the middle
+
+
+def _replace_after(c: Connection, h: Handle, upto: int, items: Sequence[Item]) -> Loaded:
+    """Cut the conversation after seq ``upto`` and store ``items`` in its place (inside the
+    caller's transaction)."""
+    history.cut_after(c, h.pk, h.id, upto)
+    loaded = conv_store.load_conversation(c, h.pk, h.id)
+    if not items:
+        return loaded
+    batch = items_to_messages(items, loaded.info.pending_tool_calls)
+    counter = h.config.counter(loaded.info.model)
+    state = loaded.tool_state
+    prepared, depends = h.config.prepare(
+        [m for m, _ in batch], counter, [meta for _, meta in batch], None, state
+    )
+    msg_store.append(c, h.pk, h.id, counter.profile, state if depends else False, prepared, None)
+    return conv_store.load_conversation(c, h.pk, h.id)
+
+
+def _pop_item(h: Handle) -> Op[Item | None]:
+    """Remove the newest item: its message goes (with any closers of unanswered calls after
+    it), and the message's other items, if any, are stored again in its place."""
+
+    def run(c: Connection) -> tuple[Item | None, Loaded]:
+        conv_store.lock_conversation(c, h.pk, h.id)
+        n = 4
+        while True:  # the closers hold no item: read further back only past them
+            records = msg_store.read_messages(c, h.pk, None, None, n, newest=True)
+            per = _items_per_message(_pairs(records))
+            holding = [i for i, items in enumerate(per) if items]
+            if holding or len(records) < n:
+                break
+            n *= 2
+        if not holding:
+            return None, conv_store.load_conversation(c, h.pk, h.id)
+        k = holding[-1]
+        *rest, popped = per[k]
+        return popped, _replace_after(c, h, records[k].seq - 1, rest)
+
+    popped, loaded = yield from writing(run)
+    h.load(loaded)
+    return popped
+
+
+def _joins(record: StoredMessage, pending: Sequence[str], items: Sequence[Item]) -> bool:
+    """Whether the calls ``items`` start with belong to this stored message: the newest, an
+    assistant message whose calls all still wait for their outputs, none of them re-sent."""
+    calls = record.message.get("tool_calls") if record.message.get("role") == "assistant" else None
+    ids = {call.get("id") for call in calls or ()}
+    return bool(ids) and ids <= set(pending) and not ids & {i.get("call_id") for i in items}
+
+
+def _add_joining(h: Handle, items: Sequence[Item]) -> Op[None]:
+    """Add a batch that starts with tool calls: they join the newest assistant message when
+    its calls are all still open (as the SDK sends them: one message), else are appended."""
+
+    def run(c: Connection) -> Loaded:
+        conv_store.lock_conversation(c, h.pk, h.id)
+        row = conv_store.load_conversation(c, h.pk, h.id).info
+        newest = msg_store.read_messages(c, h.pk, None, None, 1, newest=True)
+        if newest and _joins(newest[0], row.pending_tool_calls, items):
+            (kept,) = _items_per_message(_pairs(newest))
+            return _replace_after(c, h, newest[0].seq - 1, [*kept, *items])
+        return _replace_after(c, h, row.last_seq, items)
+
+    h.load((yield from writing(run)))
+
+
+def _settings(value: SessionSettings | Mapping[str, Any] | None) -> SessionSettings:
+    """``session_settings`` as the SDK's own sessions take it: a SessionSettings, a dict of
+    its fields (an unknown field raises TypeError), or None for the defaults."""
+    return SessionSettings() if value is None else coerce_session_settings(cast(Any, value))
 
 
 # --- the session ------------------------------------------------------------------------------
@@ -406,6 +498,9 @@ class ChatledgerSession:
     ``limit`` items, strategy or not, reading only the newest messages. While tool calls are
     open (a run interrupted between a call and its output), chatledger cannot build a window,
     and the strategy's items are those of the pinned prefix and the current round.
+
+    ``session_settings`` is a ``SessionSettings`` or a dict of its fields, as the SDK's own
+    sessions take it; the default is ``SessionSettings()``.
     """
 
     session_settings: SessionSettings | None
@@ -418,34 +513,28 @@ class ChatledgerSession:
         owner: str | None = None,
         model: str | None = None,
         strategy: StrategyArg = None,
-        session_settings: SessionSettings | None = None,
+        session_settings: SessionSettings | Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(ledger, AsyncLedger):
             raise TypeError(
                 "ChatledgerSession needs a chatledger AsyncLedger (the Agents SDK is async), "
                 f"got {type(ledger).__name__}"
             )
-        (
-            self.ledger,
-            self.session_id,
-            self.owner,
-            self.model,
-            self.strategy,
-            self.session_settings,
-        ) = (ledger, session_id, owner, model, strategy, session_settings)
+        self.ledger, self.session_id, self.owner = ledger, session_id, owner
+        self.model, self.strategy = model, strategy
+        self.session_settings = _settings(session_settings)
 
     def __repr__(self) -> str:
         return f"<ChatledgerSession {self.session_id!r} owner={self.owner!r}>"
 
     async def conversation(self) -> AsyncConversation:
         """The backing conversation, got (or created) by id and owner. Each operation gets
-        it afresh: a session object lives long, and a handle kept across another worker's
-        ``clear_session()`` would point at a deleted row."""
+        it afresh: a session object lives long, and other workers write too."""
         return await self.ledger.conversation(self.session_id, owner=self.owner, model=self.model)
 
     async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
         """The history's items, oldest first: all of them, the strategy's window, or the
-        newest ``limit``."""
+        newest ``limit`` (``session_settings.limit`` when no ``limit`` is given)."""
         conv = await self.conversation()
         if limit is None and self.session_settings is not None:
             limit = self.session_settings.limit
@@ -468,49 +557,37 @@ class ChatledgerSession:
             n *= 2
 
     async def add_items(self, items: list[TResponseInputItem]) -> None:
-        """Store the items, atomically: all of them, in order, or none."""
+        """Store the items, atomically: all of them, in order, or none. Tool calls that
+        continue the newest assistant message (its calls all still open) join it."""
         if not items:
             return
         conv = await self.conversation()  # just read: its open tool calls are current
-        raw = cast(Sequence[Mapping[str, Any]], items)
-        batch = items_to_messages(raw, conv.info.pending_tool_calls)
-        # one transaction, with per-message metadata (``extend`` takes none)
+        raw = [dict(cast(Mapping[str, Any], item)) for item in items]
+        pending = conv.info.pending_tool_calls
+        if pending and raw[0].get("type") in ("function_call", "custom_tool_call"):
+            await conv._driver.run(_add_joining(conv._h, raw))  # one transaction
+            return
+        batch = items_to_messages(raw, pending)
+        # one transaction, with per-message metadata
         await conv.extend([m for m, _ in batch], metadata=[meta for _, meta in batch])
 
     async def pop_item(self) -> TResponseInputItem | None:
-        """Not supported: chatledger never deletes single messages.
+        """Remove and return the newest item (None when there is none), as ``get_items``
+        shows it.
 
-        Returns None when the session is empty; otherwise raises NotImplementedError. The SDK
-        calls this only to rewind a retried turn of a server-managed conversation, and
-        logs the failure instead of failing the run.
+        Items map to messages: an assistant reply's text and its tool calls are one stored
+        message. Popping removes one item at a time, as the SDK's own sessions do: the
+        message that holds the newest item is removed and, if it held others, stored again
+        without it, in one transaction. Popping a tool output re-opens its call.
         """
         conv = await self.conversation()
-        if not await conv.last(1):
-            return None
-        raise NotImplementedError(
-            "ChatledgerSession cannot pop items: chatledger stores conversations append-only "
-            "and has no way to delete a single message (clear_session() erases them all)"
-        )
+        return cast(TResponseInputItem | None, await conv._driver.run(_pop_item(conv._h)))
 
     async def clear_session(self) -> None:
-        """Delete the conversation and create it again, empty, with the same id, owner,
-        model, title and metadata. This also deletes its summaries and usage records."""
-        try:
-            info: ConversationInfo | None = (
-                await self.ledger.get(self.session_id, owner=self.owner)
-            ).info
-        except ConversationNotFoundError:
-            info = None
-        if info is not None:
-            with contextlib.suppress(ConversationNotFoundError):  # cleared by another worker
-                await self.ledger.delete(self.session_id, owner=self.owner)
-        await self.ledger.conversation(
-            self.session_id,
-            owner=self.owner,
-            model=info.model if info is not None else self.model,
-            title=info.title if info is not None else None,
-            metadata=info.metadata if info is not None else None,
-        )
+        """Remove every item. The conversation itself stays, with its id, owner, model,
+        title, metadata and usage records (``conv.truncate(0)``)."""
+        conv = await self.conversation()
+        await conv.truncate(0)
 
 
 if TYPE_CHECKING:

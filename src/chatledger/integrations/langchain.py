@@ -17,36 +17,36 @@ Messages are converted with ``langchain_core``'s own converters
 (``convert_to_openai_messages`` on the way in, ``convert_to_messages`` on the way out) and
 stored as chatledger's validated OpenAI-format messages, so the same conversation can be
 windowed, counted, exported or continued with ``conv.chat`` outside LangChain. What the
-OpenAI format cannot carry is kept in each stored message's ``metadata["langchain"]``: the
-message ``id``, a ``ToolMessage``'s ``name`` and its ``status`` when it is ``"error"``.
-Other LangChain-only fields (``response_metadata``, ``usage_metadata``, a tool message's
-``artifact``, ``additional_kwargs`` other than ``refusal``) are not stored, and reasoning /
-thinking content blocks of an ``AIMessage`` are dropped: Chat Completions does not take them
-back. Anything else the API would refuse (an unknown role, a ``name`` with spaces, a tool
-message answering no tool call) raises chatledger's ``InvalidMessageError`` and stores
-nothing.
+OpenAI format cannot carry is kept in each stored message's ``metadata["langchain"]``: exactly
+the fields that reading the stored message alone would not give back, with their values (the
+message ``id``, ``additional_kwargs``, ``response_metadata``, ``usage_metadata``, a
+``ToolMessage``'s ``name``, ``artifact`` and ``status``, content blocks that Chat Completions
+flattens or drops, such as text blocks joined into one string or reasoning blocks, and the
+message class, for chunks). So ``messages`` returns messages equal to those added, as
+LangChain's ``InMemoryChatMessageHistory`` does, for every value JSON can hold; a value it
+cannot (a tool ``artifact`` that is a DataFrame, say) is not stored, and tuples come back as
+lists. Anything the API would refuse (an unknown role, a ``name`` with spaces, a tool message
+answering no tool call) raises chatledger's ``InvalidMessageError`` and stores nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import (
     BaseMessage,
-    ToolMessage,
     convert_to_messages,
     convert_to_openai_messages,
+    messages_from_dict,
 )
 
 from chatledger.conversation import AsyncConversation, Conversation
-from chatledger.errors import (
-    ConversationNotFoundError,
-    PendingToolCallsError,
-)
+from chatledger.errors import PendingToolCallsError
 from chatledger.ledger import AsyncLedger, Ledger
 from chatledger.rows import ConversationInfo
 from chatledger.strategies import Strategy
@@ -61,25 +61,21 @@ _DROPPED_ASSISTANT_BLOCKS = frozenset(
     {"reasoning", "thinking", "redacted_thinking", "function_call", "tool_use"}
 )
 
+_MISSING = object()
+
 StrategyArg = Strategy | Sequence[Strategy] | None
 Pair = tuple[dict[str, Any], Mapping[str, Any] | None]
 
 
 def to_openai(message: BaseMessage) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """A LangChain message as (OpenAI message dict, the metadata chatledger keeps for it)."""
+    """A LangChain message as (OpenAI message dict, the metadata chatledger keeps for it):
+    the fields the dict cannot carry, with their exact values."""
     msg = convert_to_openai_messages(message)
-    extras: dict[str, Any] = {}
-    if message.id is not None:
-        extras["id"] = message.id
     if msg["role"] == "tool":
-        # the API refuses a name on tool messages; LangChain sets one (the tool's)
-        name = msg.pop("name", None)
-        if name is not None:
-            extras["name"] = name
-        if isinstance(message, ToolMessage) and message.status != "success":
-            extras["status"] = message.status
+        msg.pop("name", None)  # the API refuses a name on tool messages; LangChain sets one
     elif msg["role"] == "assistant" and isinstance(msg.get("content"), list):
         msg["content"] = _sendable_assistant_content(msg["content"])
+    extras = _differences(message, _plain(msg))
     return msg, ({META_KEY: extras} if extras else None)
 
 
@@ -95,15 +91,50 @@ def _sendable_assistant_content(parts: list[Any]) -> str | list[Any]:
     return kept
 
 
-def from_openai(message: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> BaseMessage:
-    """A stored message (and its metadata) back as a LangChain message."""
+def _json_value(value: object) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _differences(original: BaseMessage, plain: BaseMessage) -> dict[str, Any]:
+    """The fields of ``original`` that reading the stored dict alone would not give back
+    (its class too, when that differs), each with its value; values JSON cannot hold are
+    left out."""
+    out: dict[str, Any] = {}
+    if type(plain) is not type(original):
+        out["type"] = original.type
+    for name in type(original).model_fields:
+        value = getattr(original, name)
+        if name != "type" and getattr(plain, name, _MISSING) != value and _json_value(value):
+            out[name] = value
+    return out
+
+
+def _plain(message: Mapping[str, Any]) -> BaseMessage:
+    """A stored message as LangChain's converter reads it, with no metadata."""
     data = dict(message)
     if data.get("content") is None:
         data["content"] = ""  # an assistant message with only tool_calls / a refusal
-    extras = metadata.get(META_KEY) if metadata else None
-    if isinstance(extras, Mapping):
-        data.update(extras)
     return convert_to_messages([data])[0]
+
+
+def from_openai(message: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> BaseMessage:
+    """A stored message (and its metadata) back as a LangChain message."""
+    base = _plain(message)
+    extras = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
+    if not isinstance(extras, Mapping) or not extras:
+        return base
+    fields = dict(extras)
+    kind = fields.pop("type", None)
+    if isinstance(kind, str) and kind != base.type:
+        with contextlib.suppress(ValueError, TypeError):  # a class this LangChain lacks
+            data = {**base.model_dump(), **fields, "type": kind}
+            base = messages_from_dict([{"type": kind, "data": data}])[0]
+    known = type(base).model_fields
+    return base.model_copy(update={k: v for k, v in fields.items() if k in known})
 
 
 def _window_pairs(conv: Conversation, strategy: StrategyArg) -> list[Pair]:
@@ -187,9 +218,8 @@ class ChatledgerHistory(BaseChatMessageHistory):
     # --- the conversation -------------------------------------------------------------------
 
     def conversation(self) -> Conversation:
-        """The backing conversation, got (or created) by id and owner. Each operation gets
-        it afresh: a handle kept across another worker's ``clear()`` would point at a
-        deleted row."""
+        """The backing conversation, got (or created) by id and owner, read afresh by each
+        operation (other workers write to it too)."""
         ledger = self._sync_ledger("conversation()")
         return ledger.conversation(
             self.conversation_id, owner=self.owner, model=self.model, system=self.system
@@ -224,21 +254,11 @@ class ChatledgerHistory(BaseChatMessageHistory):
         self.conversation().extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
 
     def clear(self) -> None:
-        """Delete the conversation and create it again, empty, with the same id, owner,
-        model, title and metadata, and this history's ``system``.
-
-        chatledger never deletes single messages, so this also deletes the conversation's
-        summaries and its usage records (tokens and cost).
-        """
-        ledger = self._sync_ledger("clear()")
-        try:
-            info: ConversationInfo | None = ledger.get(self.conversation_id, owner=self.owner).info
-        except ConversationNotFoundError:
-            info = None
-        if info is not None:
-            with contextlib.suppress(ConversationNotFoundError):  # cleared by another worker
-                ledger.delete(self.conversation_id, owner=self.owner)
-        ledger.conversation(self.conversation_id, **self._recreate_args(info))
+        """Remove the stored messages, keeping the conversation: its id, owner, model,
+        title, metadata and usage records (``conv.truncate``). The pinned system prompt
+        stays when this history has a ``system``; without one, everything goes."""
+        conv = self.conversation()
+        conv.truncate(self._kept(conv.info))
 
     # --- async ------------------------------------------------------------------------------
 
@@ -265,23 +285,13 @@ class ChatledgerHistory(BaseChatMessageHistory):
         await conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
 
     async def aclear(self) -> None:
-        """Delete the conversation and create it again, empty (see :meth:`clear`)."""
+        """Remove the stored messages, keeping the conversation (see :meth:`clear`)."""
         if not isinstance(self.ledger, AsyncLedger):
             await asyncio.to_thread(self.clear)
             return
-        try:
-            conv = await self.ledger.get(self.conversation_id, owner=self.owner)
-            info: ConversationInfo | None = conv.info
-        except ConversationNotFoundError:
-            info = None
-        if info is not None:
-            with contextlib.suppress(ConversationNotFoundError):
-                await self.ledger.delete(self.conversation_id, owner=self.owner)
-        await self.ledger.conversation(self.conversation_id, **self._recreate_args(info))
+        conv = await self.aconversation()
+        await conv.truncate(self._kept(conv.info))
 
-    def _recreate_args(self, info: ConversationInfo | None) -> dict[str, Any]:
-        """What a cleared conversation is created again with: as it was, but empty."""
-        args: dict[str, Any] = {"owner": self.owner, "model": self.model, "system": self.system}
-        if info is not None:
-            args.update(model=info.model, title=info.title, metadata=info.metadata)
-        return args
+    def _kept(self, info: ConversationInfo) -> int:
+        """How many messages a clear keeps: the pinned prefix if this history has a system."""
+        return info.prefix_seq if self.system is not None else 0

@@ -9,8 +9,15 @@ from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from chatledger.append_plan import utcnow
 from chatledger.errors import ConversationExistsError, ConversationNotFoundError
 from chatledger.rows import Loaded, NewConversation
-from chatledger.store.mapping import CONVERSATION_COLUMNS, codec_of, to_loaded
-from chatledger.store.schema import completions, conversations, messages, summaries
+from chatledger.store.mapping import CONVERSATION_COLUMNS, codec_of, stored_owner, to_loaded
+from chatledger.store.schema import (
+    budget_locks,
+    completions,
+    conversations,
+    messages,
+    reservations,
+    summaries,
+)
 
 __all__ = [
     "delete_conversation",
@@ -31,10 +38,16 @@ _LOCK = (
 )
 
 
+_BY_KEY = select(*CONVERSATION_COLUMNS).where(
+    _c.owner == bindparam("p_owner"), _c.id == bindparam("p_id")
+)
+
+
 def find_conversation(conn: Connection, conversation_id: str, owner: str | None) -> Loaded:
-    """The conversation's row; not found also when it belongs to another owner."""
-    row = conn.execute(select(*CONVERSATION_COLUMNS).where(_c.id == conversation_id)).first()
-    if row is None or (owner is not None and row.owner != owner):
+    """The conversation ``(owner, id)``; ``owner=None`` is the conversation with no owner.
+    Another owner's conversation of that id is never looked at."""
+    row = conn.execute(_BY_KEY, {"p_owner": stored_owner(owner), "p_id": conversation_id}).first()
+    if row is None:
         raise ConversationNotFoundError(conversation_id)
     return to_loaded(row, codec_of(conn))
 
@@ -54,14 +67,15 @@ def lock_conversation(conn: Connection, pk: int, shown_as: str) -> None:
 
 
 def insert_conversation(conn: Connection, new: NewConversation) -> int:
-    """Insert an empty conversation; returns its key."""
-    if conn.execute(select(_c.pk).where(_c.id == new.id)).first() is not None:
+    """Insert an empty conversation; returns its key. Exists only when this owner has the id."""
+    owner = stored_owner(new.owner)
+    if conn.execute(_BY_KEY, {"p_owner": owner, "p_id": new.id}).first() is not None:
         raise ConversationExistsError(new.id)
     now = utcnow()
     result = conn.execute(
         insert(conversations).values(
             id=new.id,
-            owner=new.owner,
+            owner=owner,
             model=new.model,
             encoding=new.encoding,
             token_profile=new.token_profile,
@@ -93,7 +107,7 @@ def list_conversations(
     conn: Connection, owner: str | None, limit: int, offset: int
 ) -> list[Loaded]:
     q = select(*CONVERSATION_COLUMNS)
-    if owner is not None:
+    if owner is not None:  # a filter here: None lists every owner's (an administrator's view)
         q = q.where(_c.owner == owner)
     q = q.order_by(_c.updated_at.desc(), _c.pk.desc()).limit(limit).offset(offset)
     codec = codec_of(conn)
@@ -101,11 +115,19 @@ def list_conversations(
 
 
 def delete_pks(conn: Connection, pks: list[int]) -> int:
-    """Delete conversations by key with everything stored for them; returns how many."""
+    """Delete conversations by key with their messages and summaries; returns how many.
+
+    Their usage rows stay, unlinked and with their meta (which may quote replies) cleared:
+    they are billing records, so deleting a conversation never resets its owner's spend."""
     if not pks:
         return 0
-    for table in (messages, summaries, completions):
+    for table in (messages, summaries):
         conn.execute(delete(table).where(table.c.conversation_pk.in_(pks)))
+    conn.execute(
+        update(completions)
+        .where(completions.c.conversation_pk.in_(pks))
+        .values(conversation_pk=None, meta=None)
+    )
     return conn.execute(delete(conversations).where(_c.pk.in_(pks))).rowcount
 
 
@@ -115,9 +137,12 @@ def delete_conversation(conn: Connection, pk: int, shown_as: str) -> None:
 
 
 def delete_owner(conn: Connection, owner: str) -> int:
-    """Delete every conversation of an owner, with its messages, summaries and usage."""
+    """Delete every conversation of an owner, with its messages and summaries, and all of the
+    owner's usage rows, reservations and budget lock (erasure)."""
     pks = list(conn.execute(select(_c.pk).where(_c.owner == owner)).scalars())
     deleted = 0
     for i in range(0, len(pks), 500):  # keep IN lists within every driver's parameter limit
         deleted += delete_pks(conn, pks[i : i + 500])
+    for table in (completions, reservations, budget_locks):
+        conn.execute(delete(table).where(table.c.owner == owner))
     return deleted

@@ -1,49 +1,121 @@
-"""Schema checks, retention and key rotation: work on many conversations at once."""
+"""Schema checks and retention: work on many conversations at once.
+
+Schema work (creating the tables, stamping the revision, deciding the database's settings) is
+serialised across every process on the database by :func:`schema_lock`, so that any number of
+applications starting on a fresh database at once all succeed.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Connection, Table, insert, select, tuple_, update
+from sqlalchemy import Connection, delete, insert, inspect, select
 
+from chatledger.encryption import Codec, EncryptionMismatchError
 from chatledger.errors import SchemaVersionError
 from chatledger.store.conversations import delete_pks
+from chatledger.store.locks import insert_missing, schema_lock
 from chatledger.store.mapping import codec_of
 from chatledger.store.schema import (
     SCHEMA_VERSION,
-    completions,
     conversations,
-    messages,
     metadata,
-    summaries,
+    settings,
     version_table,
 )
 
-__all__ = ["ENCRYPTED_TABLES", "delete_idle", "ensure_schema", "rotate_batch"]
+__all__ = ["delete_idle", "encryption_setting", "ensure_schema", "set_encryption"]
+
+
+def _revisions(conn: Connection, locked: bool = False) -> list[str] | None:
+    """The recorded revisions; None when there is no version table at all. ``locked``: a
+    locking read, which sees the newest commit even in a REPEATABLE READ snapshot (MySQL)."""
+    if not inspect(conn).has_table(version_table.name):
+        return None
+    q = select(version_table.c.version_num)
+    return list(conn.execute(q.with_for_update(read=True) if locked else q).scalars())
+
+
+def _newer(found: list[str]) -> bool:
+    return any(v.isdigit() and int(v) > int(SCHEMA_VERSION) for v in found)
 
 
 def ensure_schema(conn: Connection, *, create: bool) -> None:
-    """Create the tables if asked, then check the recorded schema version."""
-    if create:
-        metadata.create_all(conn, checkfirst=True)
-    try:
-        found = conn.execute(select(version_table.c.version_num)).scalars().all()
-    except Exception as exc:  # the table is missing: tables were not created
-        raise SchemaVersionError(
-            "no chatledger schema in this database; create it with create_tables=True"
-        ) from exc
-    if not found:
-        conn.execute(insert(version_table).values(version_num=SCHEMA_VERSION))
-    elif found != [SCHEMA_VERSION]:
-        raise SchemaVersionError(
-            f"database schema is at revision {', '.join(found)}, this chatledger uses "
-            f"{SCHEMA_VERSION}"
+    """Create the tables if asked and missing, check the recorded revision, and check (or, on
+    a database used for the first time, record) whether the database is encrypted.
+
+    A database already at this revision, with its encryption recorded, is only read: no lock,
+    so a ledger starts even while another process holds SQLite's write lock. Anything to
+    create or record is done under the schema lock, with what was read read again."""
+    codec = codec_of(conn)
+    if _revisions(conn) == [SCHEMA_VERSION] and encryption_setting(conn) is not None:
+        _settle_encryption(conn, codec)
+        return
+    with schema_lock(conn):
+        found = _revisions(conn, locked=True)
+        if not found:
+            if found is None and not create:
+                raise SchemaVersionError(
+                    "no chatledger schema in this database: create it with create_tables=True "
+                    "or `chatledger db upgrade`"
+                )
+            if create:
+                metadata.create_all(conn, checkfirst=True)
+            insert_missing(conn, version_table, {"version_num": SCHEMA_VERSION})
+        elif found != [SCHEMA_VERSION]:
+            at = ", ".join(found)
+            if _newer(found):
+                raise SchemaVersionError(
+                    f"database schema is at revision {at}, newer than this chatledger "
+                    f"({SCHEMA_VERSION}): upgrade the chatledger package"
+                )
+            raise SchemaVersionError(
+                f"database schema is at revision {at}, this chatledger uses {SCHEMA_VERSION}: "
+                "run `chatledger db upgrade` (or chatledger.migrate.upgrade)"
+            )
+        _settle_encryption(conn, codec, locked=True)
+
+
+_ENCRYPTION = "encryption"
+
+
+def encryption_setting(conn: Connection, locked: bool = False) -> str | None:
+    """What the database records: "fernet", "none", or None (no ledger has used it yet)."""
+    q = select(settings.c.value).where(settings.c.name == _ENCRYPTION)
+    value = conn.execute(q.with_for_update(read=True) if locked else q).scalar()
+    return None if value is None else str(value)
+
+
+def set_encryption(conn: Connection, value: str) -> None:
+    conn.execute(delete(settings).where(settings.c.name == _ENCRYPTION))
+    conn.execute(insert(settings).values(name=_ENCRYPTION, value=value))
+
+
+def _settle_encryption(conn: Connection, codec: Codec, locked: bool = False) -> None:
+    """The first ledger to use a database records whether it encrypts; every later one must
+    match. The setting, not a prefix in the data, says what stored values are."""
+    want = "fernet" if codec.encrypted else "none"
+    recorded = encryption_setting(conn, locked)
+    if recorded is None:
+        insert_missing(conn, settings, {"name": _ENCRYPTION, "value": want})
+        recorded = encryption_setting(conn, locked)
+    if recorded == want:
+        return
+    if recorded == "fernet":
+        raise EncryptionMismatchError(
+            "this database is encrypted (chatledger_settings): open the ledger with "
+            "encryption=Encryption([...]); a ledger without keys neither reads nor writes it"
         )
+    raise EncryptionMismatchError(
+        "this database is not encrypted (chatledger_settings records it as plaintext): a "
+        "ledger with keys refuses to mix encrypted and plaintext rows. To encrypt it, stop its "
+        "workers and run chatledger.migrate.encrypt(url, encryption)"
+    )
 
 
 def delete_idle(conn: Connection, cutoff: datetime, owner: str | None) -> int:
-    """Delete conversations last active before ``cutoff`` (only ``owner``'s when given)."""
+    """Delete conversations last active before ``cutoff`` (only ``owner``'s when given); their
+    usage rows stay (billing records: only ``delete_owner`` removes them)."""
     q = select(conversations.c.pk).where(conversations.c.updated_at < cutoff)
     if owner is not None:
         q = q.where(conversations.c.owner == owner)
@@ -52,33 +124,3 @@ def delete_idle(conn: Connection, cutoff: datetime, owner: str | None) -> int:
     for i in range(0, len(pks), 500):
         deleted += delete_pks(conn, pks[i : i + 500])
     return deleted
-
-
-_ENCRYPTED: dict[str, tuple[Table, tuple[str, ...], tuple[str, ...]]] = {
-    "messages": (messages, ("conversation_pk", "seq"), ("data", "meta")),
-    "summaries": (summaries, ("pk",), ("text",)),
-    "completions": (completions, ("pk",), ("meta",)),
-    "conversations": (conversations, ("pk",), ("meta",)),
-}
-ENCRYPTED_TABLES = tuple(_ENCRYPTED)
-
-
-def rotate_batch(
-    conn: Connection, name: str, after: tuple[Any, ...] | None, batch: int
-) -> tuple[int, tuple[Any, ...] | None]:
-    """Re-encrypt the next ``batch`` rows of one table after key ``after``; returns how many
-    rows were read and the key to continue from."""
-    table, keys, cols = _ENCRYPTED[name]
-    key_cols = [table.c[k] for k in keys]
-    q = select(*key_cols, *(table.c[c] for c in cols)).order_by(*key_cols).limit(batch)
-    if after is not None:
-        q = q.where(tuple_(*key_cols) > tuple_(*after))
-    rows = conn.execute(q).all()
-    codec = codec_of(conn)
-    for r in rows:
-        values = {c: codec.rotate(getattr(r, c)) for c in cols if getattr(r, c) is not None}
-        if values:
-            cond = [table.c[k] == getattr(r, k) for k in keys]
-            conn.execute(update(table).where(*cond).values(**values))
-    last = tuple(getattr(rows[-1], k) for k in keys) if rows else None
-    return len(rows), last

@@ -10,7 +10,7 @@ from sqlalchemy import Column, Connection, Table
 
 from chatledger.encryption import PLAIN, Codec
 from chatledger.rows import ConversationInfo, Loaded, StoredMessage, UsageRecord
-from chatledger.store.schema import completions, conversations, messages
+from chatledger.store.schema import NO_OWNER, completions, conversations, messages
 from chatledger.tool_state import ToolCallState
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "MESSAGE_COLUMNS",
     "USAGE_COLUMNS",
     "codec_of",
+    "stored_owner",
     "to_loaded",
     "to_message",
     "to_usage",
@@ -36,13 +37,18 @@ MESSAGE_COLUMNS = _columns(
 CONVERSATION_COLUMNS = _columns(
     conversations,
     "pk id owner model encoding token_profile title meta created_at updated_at "
-    "message_count token_total last_seq prefix_seq last_round_seq tool_state",
+    "message_count token_total last_seq prefix_seq last_round_seq tool_state parent_id forked_at",
 )
 USAGE_COLUMNS = _columns(
     completions,
     "message_seq model response_id system_fingerprint finish_reason prompt_tokens "
     "completion_tokens cached_tokens reasoning_tokens cost_micros created_at meta",
 )
+
+
+def stored_owner(owner: str | None) -> str:
+    """An owner as stored: NO_OWNER ("") for none (see ``schema.NO_OWNER``)."""
+    return NO_OWNER if owner is None else owner
 
 
 def codec_of(conn: Connection) -> Codec:
@@ -81,10 +87,11 @@ def to_message(r: Any, codec: Codec) -> StoredMessage:
 def to_loaded(r: Any, codec: Codec) -> Loaded:
     """A row of ``CONVERSATION_COLUMNS`` as the :class:`Loaded` state a handle keeps."""
     (pk, cid, owner, model, encoding, profile, title, meta, created, updated) = r[:10]
-    count, total, last_seq, prefix_seq, last_round_seq, tool_state = r[10:]
+    count, total, last_seq, prefix_seq, last_round_seq, stored_state, parent, forked_at = r[10:]
+    tool_state = codec.decode_opt(stored_state)  # pending tool-call ids and names
     info = ConversationInfo(
         id=cid,
-        owner=owner,
+        owner=owner or None,  # NO_OWNER ("") is how "no owner" is stored
         model=model,
         encoding=encoding,
         title=title,
@@ -97,6 +104,8 @@ def to_loaded(r: Any, codec: Codec) -> Loaded:
         prefix_seq=prefix_seq,
         last_round_seq=last_round_seq,
         pending_tool_calls=tuple(ToolCallState.from_json(tool_state).pending),
+        parent=parent,
+        forked_at=forked_at,
     )
     return Loaded(pk, info, tool_state, profile)
 
@@ -108,7 +117,7 @@ def to_usage(r: Any, codec: Codec) -> UsageRecord:
     return UsageRecord(
         seq,
         model,
-        rid,
+        codec.decode_opt(rid),
         fingerprint,
         finish,
         prompt,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -56,7 +57,7 @@ _SET_STATE_IF = _SET_STATE.where(
 )
 
 
-def _state_params(pk: int, plan: AppendPlan) -> dict[str, Any]:
+def _state_params(pk: int, plan: AppendPlan, codec: Codec) -> dict[str, Any]:
     a = plan.after
     return {
         "p_pk": pk,
@@ -66,15 +67,23 @@ def _state_params(pk: int, plan: AppendPlan) -> dict[str, Any]:
         "n_message_count": a.message_count,
         "n_last_round_seq": a.last_round_seq,
         "n_prefix_seq": a.prefix_seq,
-        "n_tool_state": a.tool_state,
+        "n_tool_state": codec.encode_opt(a.tool_state),  # pending tool-call ids and names
     }
 
 
 def _encoded(rows: list[dict[str, Any]], codec: Codec) -> list[dict[str, Any]]:
+    """Rows as stored: content encrypted, idempotency keys as keyed hashes (still unique, and
+    found again by equality)."""
     if codec is PLAIN:
         return rows
     return [
-        {**r, "data": codec.encode(r["data"]), "meta": codec.encode_opt(r["meta"])} for r in rows
+        {
+            **r,
+            "data": codec.encode(r["data"]),
+            "meta": codec.encode_opt(r["meta"]),
+            "idempotency_key": codec.keyed_hash_opt(r["idempotency_key"]),
+        }
+        for r in rows
     ]
 
 
@@ -84,9 +93,12 @@ def _replay(
     """What an earlier write with this idempotency key stored, or None if there was none.
 
     The same key with another batch (other messages, other metadata, more or fewer of them)
-    is a conflict, never a silent replay."""
+    is a conflict, never a silent replay. With encryption the keys are stored hashed: the
+    records returned carry the caller's keys, as the first write's did."""
+    codec = codec_of(conn)
+    stored_key = codec.keyed_hash
     first = conn.execute(
-        select(_m.seq).where(_m.conversation_pk == pk, _m.idempotency_key == key)
+        select(_m.seq).where(_m.conversation_pk == pk, _m.idempotency_key == stored_key(key))
     ).scalar()
     if first is None:
         return None
@@ -95,24 +107,25 @@ def _replay(
         .where(_m.conversation_pk == pk, _m.seq >= first, _m.seq <= first + len(batch))
         .order_by(_m.seq)
     ).all()
-    codec = codec_of(conn)
     stored = [to_message(r, codec) for r in rows]
     extra = stored[len(batch)] if len(stored) > len(batch) else None
     same = (
         len(stored) >= len(batch)
         and all(
-            s.idempotency_key == batch_key(key, i)
+            s.idempotency_key == stored_key(batch_key(key, i))
             and s.message == p.message
             and s.metadata == (None if p.meta is None else json.loads(p.meta))
             for i, (s, p) in enumerate(zip(stored, batch, strict=False))
         )
-        and (extra is None or extra.idempotency_key != batch_key(key, len(batch)))
+        and (extra is None or extra.idempotency_key != stored_key(batch_key(key, len(batch))))
     )
     if not same:
         raise IdempotencyConflictError(
             f"idempotency key {key!r} was already used for different messages"
         )
-    return stored[: len(batch)]
+    return [
+        replace(s, idempotency_key=batch_key(key, i)) for i, s in enumerate(stored[: len(batch)])
+    ]
 
 
 def append(
@@ -142,28 +155,33 @@ def append(
     if seen is not None and batch:
         plan = plan_append(pk, seen, batch, key)
         if not plan.problems:
-            cond = {**_state_params(pk, plan), "p_last_seq": seen.last_seq, "p_profile": profile}
+            cond = {
+                **_state_params(pk, plan, codec),
+                "p_last_seq": seen.last_seq,
+                "p_profile": profile,
+            }
             if conn.execute(_SET_STATE_IF, cond).rowcount == 1:
                 conn.execute(_INSERT, _encoded(plan.rows, codec))
                 return Appended(plan.stored, plan.after)
         # stale or refused on what the handle saw: decide on the row itself
     lock_conversation(conn, pk, shown_as)
     row = conn.execute(_STATE, {"p_pk": pk}).one()
+    tool_state = codec.decode_opt(row.tool_state)
     if row.token_profile != profile or (
-        counted_against is not False and row.tool_state != counted_against
+        counted_against is not False and tool_state != counted_against
     ):
         raise Stale()
     if key is not None:
         replayed = _replay(conn, pk, key, batch)
         if replayed is not None:
             return Appended(replayed)
-    before = State(*row[1:])
+    before = State(*row[1:6], tool_state)
     plan = plan_append(pk, before, batch, key)
     if plan.problems:
         raise InvalidMessageError(plan.problems)
     if plan.rows:
         conn.execute(_INSERT, _encoded(plan.rows, codec))
-    conn.execute(_SET_STATE, _state_params(pk, plan))
+    conn.execute(_SET_STATE, _state_params(pk, plan, codec))
     return Appended(plan.stored, plan.after)
 
 

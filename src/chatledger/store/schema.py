@@ -20,23 +20,32 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects import mysql
 
 __all__ = [
+    "NO_OWNER",
     "SCHEMA_VERSION",
+    "budget_locks",
     "completions",
     "conversations",
     "messages",
     "metadata",
+    "reservations",
+    "settings",
     "summaries",
     "version_table",
 ]
 
 #: The revision this code reads and writes, kept in ``chatledger_alembic_version``: the table of
 #: the Alembic migrations in ``chatledger/store/migrations``.
-SCHEMA_VERSION = "0001"
+SCHEMA_VERSION = "0003"
+
+#: How "no owner" is stored: an owner is never empty (``check_id``), and a unique constraint
+#: treats NULLs as distinct, so NULL would let two ownerless conversations share an id.
+NO_OWNER = ""
 
 metadata = MetaData(
     naming_convention={
@@ -66,8 +75,10 @@ conversations = Table(
     "chatledger_conversations",
     metadata,
     Column("pk", BigKey, primary_key=True, autoincrement=True),
-    Column("id", String(255), nullable=False, unique=True),
-    Column("owner", String(255), nullable=True, index=True),
+    # a conversation is (owner, id): two owners may each hold "default", and nothing one owner
+    # does can tell whether another uses an id; NO_OWNER ("") stands for no owner
+    Column("id", String(255), nullable=False),
+    Column("owner", String(255), nullable=False),
     Column("model", String(128), nullable=False),
     Column("encoding", String(32), nullable=False),
     Column("token_profile", String(128), nullable=False),
@@ -82,8 +93,14 @@ conversations = Table(
     Column("last_round_seq", Integer, nullable=False, default=0),
     # seq of the last message of the pinned prefix (leading system/developer messages)
     Column("prefix_seq", Integer, nullable=False, default=0),
-    # tool calls still awaiting results, as JSON (see messages.ToolCallState)
-    Column("tool_state", Text, nullable=True),
+    # tool calls still awaiting results, as JSON (see tool_state.ToolCallState): as large as
+    # the assistant message that made the calls, so not MySQL's 64 KiB TEXT
+    Column("tool_state", LongText, nullable=True),
+    # lineage of a fork: the conversation it was copied from and the last seq they share
+    Column("parent_id", String(255), nullable=True),
+    Column("forked_at", Integer, nullable=True),
+    # leads with owner: also the index of one owner's listing and erasure
+    UniqueConstraint("owner", "id"),
     # SQLite would hand a deleted conversation's key to the next one: a handle kept across a
     # delete must never reach another conversation
     sqlite_autoincrement=True,
@@ -148,6 +165,9 @@ summaries = Table(
     **_MYSQL,
 )
 
+# The usage ledger: billing records. A row outlives its conversation (the link is set to NULL
+# and its meta, which may quote replies, cleared) so that deleting a conversation does not
+# reset its owner's spend; only delete_owner removes an owner's rows.
 completions = Table(
     "chatledger_completions",
     metadata,
@@ -155,9 +175,11 @@ completions = Table(
     Column(
         "conversation_pk",
         BigKey,
-        ForeignKey(conversations.c.pk, ondelete="CASCADE"),
-        nullable=False,
+        ForeignKey(conversations.c.pk, ondelete="SET NULL"),
+        nullable=True,
     ),
+    # the conversation's owner when the row was written (NO_OWNER for none)
+    Column("owner", String(255), nullable=False),
     Column("message_seq", Integer, nullable=True),
     Column("model", String(128), nullable=False),
     Column("response_id", String(255), nullable=True),
@@ -181,6 +203,48 @@ completions = Table(
         postgresql_where=text("idempotency_key IS NOT NULL"),
     ),
     Index("ix_chatledger_completions_conv", "conversation_pk", "created_at"),
+    # an owner budget's sum over a period
+    Index("ix_chatledger_completions_owner", "owner", "created_at"),
+    **_MYSQL,
+)
+
+# Spend in flight: what a request may still cost, held from the budget check until its reply
+# is recorded (or the request fails, or ``expires_at`` passes). No foreign key: a request in
+# flight still counts against its owner when its conversation is deleted meanwhile.
+reservations = Table(
+    "chatledger_reservations",
+    metadata,
+    Column("pk", BigKey, primary_key=True, autoincrement=True),
+    Column("owner", String(255), nullable=False),
+    Column("conversation_pk", BigKey, nullable=True),
+    Column("tokens", BigInteger, nullable=False),
+    Column("cost_micros", BigInteger, nullable=True),
+    Column("created_at", Timestamp, nullable=False),
+    Column("expires_at", Timestamp, nullable=False),
+    Index("ix_chatledger_reservations_owner", "owner", "expires_at"),
+    Index("ix_chatledger_reservations_conv", "conversation_pk", "expires_at"),
+    sqlite_autoincrement=True,
+    **_MYSQL,
+)
+
+# One row per owner with an owner budget: the row a budget check locks (UPDATE), so that
+# concurrent requests of one owner check and reserve one after another on every database.
+budget_locks = Table(
+    "chatledger_budget_locks",
+    metadata,
+    Column("owner", String(255), primary_key=True),
+    Column("locked_at", Timestamp, nullable=False),
+    **_MYSQL,
+)
+
+# Facts about the database itself, e.g. ``encryption``: "none" or "fernet", recorded by the
+# first ledger to use it, so a ledger without keys never writes plaintext into an encrypted
+# database and a ledger without keys never tries to decrypt (no in-band marker decides).
+settings = Table(
+    "chatledger_settings",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", String(255), nullable=False),
     **_MYSQL,
 )
 

@@ -1,4 +1,5 @@
-"""The user-written strategies in docs/windows.md run as printed, through the public protocol."""
+"""Code in the docs runs as printed: the user-written strategies of docs/windows.md and the
+walk-through of docs/editing.md."""
 
 from __future__ import annotations
 
@@ -17,3 +18,10 @@ def test_folding_strategy_example_runs() -> None:
     """A strategy a user writes folds history into a persisted summary, as Summarize does;
     the block asserts what the window holds."""
     exec(compile(_block("class FoldByRounds"), str(DOC), "exec"), {})
+
+
+def test_editing_history_example_runs() -> None:
+    """docs/editing.md's walk-through runs as printed (it asserts what each edit leaves)."""
+    doc = DOC.parent / "editing.md"
+    block = next(b for b in re.findall(r"```python\n(.*?)```", doc.read_text(), re.S))
+    exec(compile(block, str(doc), "exec"), {})
