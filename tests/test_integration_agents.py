@@ -653,24 +653,13 @@ def fresh_url(backend: str, db_url: str, tmp_path: Path) -> Iterator[str]:
 
 
 THREADS = 8
-SHARED_LEDGER_STARTUP = (
-    "ledger startup, not the session: one AsyncLedger first used from several event loops at "
-    "once fails in AsyncDriver.ensure_schema -> engine.begin() -> the pool's first connect, "
-    "where SQLAlchemy's first_connect exec-once mutex (an asyncio lock bound to the loop that "
-    "took it first) raises 'RuntimeError: <asyncio.locks.Lock ...> is bound to a different "
-    "event loop' in most of the others, and leaves one of them waiting until its timeout"
-)
 
 
 @pytest.mark.parametrize(
     "shared",
     [
         pytest.param(False, id="ledger-per-loop"),
-        pytest.param(
-            True,
-            id="one-ledger",
-            marks=pytest.mark.xfail(reason=SHARED_LEDGER_STARTUP, raises=AssertionError),
-        ),
+        pytest.param(True, id="one-ledger"),
     ],
 )
 def test_threads_open_sessions_on_a_fresh_database(
@@ -679,8 +668,6 @@ def test_threads_open_sessions_on_a_fresh_database(
     """8 threads, each with its own event loop, start together on a database with no tables
     and open sessions: their own, and one they all share. Each thread has a ledger of its own,
     or all share one (``NullPool``: a pooled connection belongs to one loop)."""
-    if shared and backend == "mariadb":
-        pytest.skip("the shared-ledger failure is shown on SQLite and PostgreSQL")
     barrier, failures = threading.Barrier(THREADS), []
     one = cl.AsyncLedger(fresh_url, poolclass=NullPool) if shared else None
 

@@ -258,6 +258,7 @@ class AsyncDriver:
         self._ready = False
         # one lock per event loop: an asyncio.Lock cannot be shared across loops
         self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._first_use = threading.Lock()
 
     async def ensure_schema(self) -> None:
         if self._ready:
@@ -265,12 +266,15 @@ class AsyncDriver:
         loop = asyncio.get_running_loop()
         lock = self._locks.setdefault(loop, asyncio.Lock())
         async with lock:
-            if not self._ready:
-                with db_errors():
-                    async with self.engine.begin() as conn:
-                        await conn.run_sync(ensure_schema, create=self._create)
-                self._ready = True
-                self._locks.clear()
+            # the engine's first connect is guarded by an asyncio lock bound to the loop that
+            # made it: a loop in another thread waits here instead (once, at startup; the
+            # per-loop lock above keeps this loop's other tasks from blocking on it)
+            with self._first_use:
+                if not self._ready:
+                    with db_errors():
+                        async with self.engine.begin() as conn:
+                            await conn.run_sync(ensure_schema, create=self._create)
+                    self._ready = True
 
     async def run(self, op: Op[T]) -> T:
         await self.ensure_schema()
