@@ -98,7 +98,7 @@ class Chatledger:
 
     def window_cold(self) -> list[dict[str, Any]]:
         with cl.Ledger(self.url) as fresh:
-            return fresh.get(self.cid).window(cl.TokenBudget(BUDGET))
+            return fresh.get(self.cid, owner="bench").window(cl.TokenBudget(BUDGET))
 
     def append(self, msg: dict[str, Any]) -> None:
         assert self.conv is not None

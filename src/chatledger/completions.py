@@ -123,7 +123,10 @@ def message_from(raw: Mapping[str, Any], finish_reason: str | None) -> tuple[dic
 def parse_completion(completion: object, *, choice: int = 0) -> Reply:
     """The message of choice ``choice`` and the usage of the whole response (all choices)."""
     data = _as_dict(completion)
-    choices = [c for c in data.get("choices") or [] if isinstance(c, Mapping)]
+    raw_choices = data.get("choices") or []
+    if not isinstance(raw_choices, (list, tuple)):
+        raise InvalidArgumentError("completion", "choices must be a list")
+    choices = [c for c in raw_choices if isinstance(c, Mapping)]
     if not isinstance(choice, int) or isinstance(choice, bool) or choice < 0:
         raise InvalidArgumentError("choice", "must be a non-negative integer")
     picked = next((c for c in choices if c.get("index", 0) == choice), None)

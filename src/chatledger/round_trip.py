@@ -83,6 +83,8 @@ def request_params(
             [("messages", "is built by the conversation: append messages instead")]
         )
     merged: dict[str, Any] = {"model": model, **params}
+    if tools is not None and not isinstance(tools, (list, tuple)):
+        raise InvalidParameterError([("tools", "must be a list of tool definitions")])
     if tools:
         merged["tools"] = list(tools)
     return validate_params(merged)
