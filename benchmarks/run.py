@@ -120,7 +120,7 @@ class Chatledger:
 
     def close(self) -> None:
         if self.url.startswith("postgresql"):
-            self.ledger.delete(self.cid)
+            self.ledger.delete(self.cid, owner="bench")
         self.ledger.close()
 
 
