@@ -23,12 +23,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, cast
 
+import openai
 import pytest
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.engine import Engine
 
 import chatledger as cl
 from chatledger.store.engine import resolve_url
+from openai_server import FakeOpenAI
 from twins import TWINS, AnyLedger, Opener, Twin
 
 SERVER_URLS = {
@@ -181,6 +183,20 @@ def shared_ledger(
 ) -> AnyLedger:
     """This test's backend and twin, on a ledger shared by the whole run."""
     return shared_ledgers(backend, twin)
+
+
+@pytest.fixture
+def server() -> Iterator[FakeOpenAI]:
+    """The local OpenAI-compatible server the real SDK talks to (tests/openai_server.py)."""
+    with FakeOpenAI() as fake:
+        yield fake
+
+
+@pytest.fixture
+def client(server: FakeOpenAI) -> Iterator[openai.OpenAI]:
+    """The real openai SDK, pointed at :func:`server`."""
+    with openai.OpenAI(base_url=server.url, api_key="test", max_retries=0) as sdk:
+        yield sdk
 
 
 @pytest.fixture

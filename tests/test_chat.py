@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -34,18 +33,6 @@ TOOLS = [
         },
     }
 ]
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def client(server: FakeOpenAI) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=server.url, api_key="test", max_retries=0) as sdk:
-        yield sdk
 
 
 def price(table: cl.PriceTable, model: str, prompt: int, completion: int, cached: int = 0) -> int:

@@ -4,7 +4,6 @@ the ledger reports the drift per model and feature, and warns once when a model'
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import openai
@@ -27,18 +26,6 @@ TOOLS = [
         },
     }
 ]
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def client(server: FakeOpenAI) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=server.url, api_key="test", max_retries=0) as c:
-        yield c
 
 
 def test_drift_per_model_and_feature(

@@ -3,7 +3,6 @@ both twins and every database; the stored history stays exact and API-valid afte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -40,18 +39,6 @@ def assert_exact(conv: AnyConversation) -> None:
     if recs:
         cl.validate_messages([r.message for r in recs], allow_pending_tool_calls=True)
         assert conv.count_tokens() == cl.count_tokens([r.message for r in recs], conv.model)
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def client(server: FakeOpenAI) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=server.url, api_key="test", max_retries=0) as sdk:
-        yield sdk
 
 
 def test_pop_returns_the_newest_and_seq_continues(ledger: AnyLedger, uid: str) -> None:

@@ -14,7 +14,6 @@ import time
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -26,18 +25,6 @@ from openai_server import FakeOpenAI, Reply, Usage, fake_prompt_tokens
 MODEL = "gpt-4o-mini"
 HELLO: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi there"}]
 WEATHER_CALL = {"id": "call_w1", "name": "get_weather", "arguments": {"city": "Paris", "unit": "c"}}
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest.fixture
-def client(server: FakeOpenAI) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=server.url, api_key="test", max_retries=0) as sdk:
-        yield sdk
 
 
 def async_client(server: FakeOpenAI) -> openai.AsyncOpenAI:

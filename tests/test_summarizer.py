@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -30,12 +29,6 @@ for i in range(10):
         HISTORY.append({"role": "assistant", "tool_calls": [call(f"s{i}")]})
         HISTORY.append({"role": "tool", "tool_call_id": f"s{i}", "content": "museum, park " * 8})
     HISTORY.append({"role": "assistant", "content": f"Booked city {i}: hotel and museum. " * 5})
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
 
 
 def test_openai_summarizer(ledger: AnyLedger, uid: str, server: FakeOpenAI) -> None:
