@@ -7,6 +7,8 @@ extras, so the same URL works for :class:`~chatledger.Ledger` and
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Any
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
@@ -60,14 +62,34 @@ def _engine_options(u: URL, options: dict[str, Any], lock_timeout: float) -> dic
     return opts
 
 
-def _sqlite_pragmas(engine: Engine, memory: bool) -> None:
+def _enter_wal(cur: Any, timeout: float) -> None:
+    """Switch a database file to WAL (it stays so). The switch needs the file to itself and
+    SQLite answers "locked" at once, without its busy timeout, while another connection
+    opens the same fresh file: retry for as long as a write would wait."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode")
+            if str(cur.fetchone()[0]).lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _sqlite_pragmas(engine: Engine, memory: bool, timeout: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         cur = dbapi_conn.cursor()
         try:
             if not memory:
                 # readers never block the writer, and a commit is one fsync of the WAL
-                cur.execute("PRAGMA journal_mode=WAL")
+                _enter_wal(cur, timeout)
                 cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
         finally:
@@ -97,7 +119,7 @@ def make_sync_engine(url: str | URL, *, lock_timeout: float = 30.0, **options: A
     u = resolve_url(url, asynchronous=False)
     engine = create_engine(u, **_engine_options(u, options, lock_timeout))
     if u.get_backend_name() == "sqlite":
-        _sqlite_pragmas(engine, _is_memory(u))
+        _sqlite_pragmas(engine, _is_memory(u), lock_timeout)
     _lock_timeout(engine, u.get_backend_name(), lock_timeout)
     return engine
 
@@ -106,6 +128,6 @@ def make_async_engine(url: str | URL, *, lock_timeout: float = 30.0, **options: 
     u = resolve_url(url, asynchronous=True)
     engine = create_async_engine(u, **_engine_options(u, options, lock_timeout))
     if u.get_backend_name() == "sqlite":
-        _sqlite_pragmas(engine.sync_engine, _is_memory(u))
+        _sqlite_pragmas(engine.sync_engine, _is_memory(u), lock_timeout)
     _lock_timeout(engine.sync_engine, u.get_backend_name(), lock_timeout)
     return engine
