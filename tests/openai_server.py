@@ -19,6 +19,12 @@ Token counts are FAKE and deterministic: prompt tokens are :func:`fake_prompt_to
 every message plus 3 a message), completion tokens the words of the reply (plus any scripted
 reasoning tokens). Tests that need exact numbers set them (``Reply.usage``,
 ``server.prompt_tokens``).
+
+Prompt caching is simulated on request: ``FakeOpenAI(prompt_cache=True)`` (or setting
+``server.prompt_cache = PromptCache()``) reports ``cached_tokens`` for the longest prefix a
+request shares with a recent one of the same ``prompt_cache_key``, model and organisation, as
+the API does: from 1,024 tokens, in steps of 128 (see ``fake_prompt_cache.py``). Off by
+default, so ``cached_tokens`` stays 0 unless a test scripts it.
 """
 
 from __future__ import annotations
@@ -40,9 +46,12 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+from fake_prompt_cache import PromptCache, fake_prompt_sequence, reported_cached_tokens
+
 __all__ = [
     "DEFAULT_MODELS",
     "FakeOpenAI",
+    "PromptCache",
     "Recorded",
     "Reply",
     "Usage",
@@ -73,7 +82,8 @@ class Usage:
     """Overrides for the reported ``usage``; a field left ``None`` keeps the fake default.
 
     As in the real API, ``reasoning_tokens`` are part of ``completion_tokens`` (the default
-    completion count adds them) and ``cached_tokens`` are part of ``prompt_tokens``.
+    completion count adds them) and ``cached_tokens`` are part of ``prompt_tokens``. A
+    ``cached_tokens`` set here wins over the simulated prompt cache.
     """
 
     prompt_tokens: int | None = None
@@ -204,19 +214,11 @@ def _words(text: str | None) -> int:
 def fake_prompt_tokens(body: Mapping[str, Any]) -> int:
     """FAKE prompt token count: words of every message's text and tool calls, plus 3 a message.
 
-    Deterministic and never 0 for a valid request; not related to any real tokenizer.
+    Deterministic and never 0 for a valid request; not related to any real tokenizer. It is the
+    length of :func:`~fake_prompt_cache.fake_prompt_sequence`, the tokens the simulated prompt
+    cache compares.
     """
-    total = 0
-    for message in body.get("messages") or []:
-        if not isinstance(message, Mapping):
-            continue
-        total += 3 + _words(message_text(message))
-        for call in message.get("tool_calls") or []:
-            function = (call.get("function") or {}) if isinstance(call, Mapping) else {}
-            total += _words(str(function.get("name", ""))) + _words(
-                str(function.get("arguments", ""))
-            )
-    return total
+    return len(fake_prompt_sequence(body))
 
 
 def _fake_completion_tokens(choices: Iterable[_Choice]) -> int:
@@ -500,7 +502,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(reply.status, reply.error_body(), reply.headers)
             return
         choices = _make_choices(reply, body)
-        usage = None if reply.omit_usage else fake._usage(reply, body, choices)
+        common_prefix = fake._prompt_cache_match(body, self.headers.get("OpenAI-Organization"))
+        usage = None if reply.omit_usage else fake._usage(reply, body, choices, common_prefix)
         head = {
             "id": f"chatcmpl-fake{fake._next_id():06d}",
             "created": int(time.time()),
@@ -687,6 +690,8 @@ class FakeOpenAI:
     - ``log``: every HTTP request (:class:`Recorded`), any path.
     - ``responder``: ``fn(request_body) -> Reply | str`` used when the queue is empty.
     - ``prompt_tokens``: an int, or ``fn(request_body) -> int``; default :func:`fake_prompt_tokens`.
+    - ``prompt_cache``: a :class:`~fake_prompt_cache.PromptCache` that sets ``cached_tokens``
+      (``prompt_cache=True`` makes one), or None: no caching, ``cached_tokens`` 0.
     - ``models``: ids listed by ``GET /v1/models``.
     - ``api_key``: when set, requests without ``Authorization: Bearer <api_key>`` get a 401.
     - ``errors``: exceptions raised inside the server (a failing responder, a bad ``Reply``);
@@ -694,13 +699,22 @@ class FakeOpenAI:
     """
 
     def __init__(
-        self, *, models: Iterable[str] = DEFAULT_MODELS, api_key: str | None = None
+        self,
+        *,
+        models: Iterable[str] = DEFAULT_MODELS,
+        api_key: str | None = None,
+        prompt_cache: bool | PromptCache = False,
     ) -> None:
         self.requests: list[JSON] = []
         self.log: list[Recorded] = []
         self.errors: list[BaseException] = []
         self.responder: Callable[[JSON], Reply | str] | None = None
         self.prompt_tokens: int | Callable[[JSON], int] = fake_prompt_tokens
+        self.prompt_cache: PromptCache | None = None
+        if isinstance(prompt_cache, PromptCache):
+            self.prompt_cache = prompt_cache  # (an empty one is falsy: it has a length)
+        elif prompt_cache:
+            self.prompt_cache = PromptCache()
         self.models: list[str] = list(models)
         self.api_key = api_key
         self._replies: deque[Reply] = deque()
@@ -792,7 +806,17 @@ class FakeOpenAI:
         reply = responder(body)
         return Reply(content=reply) if isinstance(reply, str) else reply
 
-    def _usage(self, reply: Reply, body: JSON, choices: list[_Choice]) -> JSON:
+    def _prompt_cache_match(self, body: JSON, organization: str | None) -> int:
+        """The prefix this request shares with a recent one (0 with no cache); the request is
+        then remembered. Only requests answered with a completion get here, as in the API."""
+        cache = self.prompt_cache
+        if cache is None:
+            return 0
+        return cache.match_and_store(cache.bucket(body, organization), fake_prompt_sequence(body))
+
+    def _usage(
+        self, reply: Reply, body: JSON, choices: list[_Choice], common_prefix: int = 0
+    ) -> JSON:
         override = reply.usage or Usage()
         if override.prompt_tokens is not None:
             prompt = override.prompt_tokens
@@ -800,6 +824,10 @@ class FakeOpenAI:
             prompt = self.prompt_tokens(body)
         else:
             prompt = self.prompt_tokens
+        if override.cached_tokens is not None:
+            cached = override.cached_tokens
+        else:
+            cached = reported_cached_tokens(min(common_prefix, prompt))
         reasoning = override.reasoning_tokens or 0
         completion = override.completion_tokens
         if completion is None:
@@ -809,7 +837,7 @@ class FakeOpenAI:
             "completion_tokens": completion,
             "total_tokens": prompt + completion,
             "prompt_tokens_details": {
-                "cached_tokens": override.cached_tokens or 0,
+                "cached_tokens": cached,
                 "audio_tokens": 0,
             },
             "completion_tokens_details": {
