@@ -144,6 +144,36 @@ class SafeJSONResponse(JSONResponse):
         return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
+def budget_refusal(exc: cl.BudgetExceededError) -> dict[str, Any]:
+    """Why a turn was refused, in words and figures: what is ``used`` (spent today plus what
+    turns in flight hold), what this turn ``needed`` at most (its prompt plus the longest reply
+    it may get, ``max_tokens``), and the ``limit`` the sum would pass. Token ceilings are
+    integers, money ceilings dollars (fractions of a cent, so six decimals)."""
+    tokens = isinstance(exc.limit, int)
+    unit = "tokens" if tokens else "usd"
+    if tokens:
+        message = (
+            f"this turn needs up to {exc.needed:,} tokens (its prompt plus the longest reply "
+            f"allowed), and {exc.used:,} of your {exc.limit:,} tokens are used; "
+            "try a new conversation or again tomorrow (UTC)"
+        )
+    else:
+        message = (
+            f"this turn may cost up to ${exc.needed:.6f} (its prompt plus the longest reply "
+            f"allowed), and ${exc.used:.6f} of your ${exc.limit:g} are spent; "
+            "try again tomorrow (UTC)"
+        )
+    return {
+        "message": message,
+        "reason": str(exc),
+        "scope": exc.scope,
+        "unit": unit,
+        "limit": exc.limit,
+        "used": exc.used,
+        "needed": exc.needed,
+    }
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Map chatledger's typed errors (and the SDK's) to HTTP statuses; no message parsing."""
 
@@ -180,15 +210,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(cl.BudgetExceededError)
     async def over_budget(request: Request, exc: cl.BudgetExceededError) -> JSONResponse:
-        return _error(
-            429,
-            {
-                "message": "daily budget exhausted; try again tomorrow (UTC)",
-                "reason": str(exc),
-                "limit": exc.limit,
-                "used": exc.used,
-            },
-        )
+        return _error(429, budget_refusal(exc))
 
     @app.exception_handler(cl.ContextOverflowError)
     async def overflow(request: Request, exc: cl.ContextOverflowError) -> JSONResponse:
@@ -381,8 +403,9 @@ def create_app(
     async def send_message(
         conversation_id: str, body: NewMessage, user: CurrentUser
     ) -> TurnOut | StreamingResponse:
-        """One turn. The user's message is stored first, so after a 429, 502 or 503 it stays
-        in the history (as in most chat UIs); the next message simply follows it."""
+        """One turn. A turn refused before the model is called (413, 429) leaves no trace:
+        the user's message is taken back. After the model was called (502, 503) it stays, as
+        in most chat UIs; the next message follows it."""
         ledger, llm = services.get()
         conv = await ledger.get(conversation_id, owner=user)
         message = {"role": "user", "content": body.content}
@@ -392,7 +415,7 @@ def create_app(
         allowed = settings.context_tokens - settings.max_tokens
         if needed > allowed:
             raise cl.ContextOverflowError(needed, allowed, "the new message alone")
-        await conv.append(message)  # 422 names the problem
+        stored = await conv.append(message)  # 422 names the problem
         params: dict[str, Any] = {"max_tokens": settings.max_tokens}
         if body.stream:
             params.update(stream=True, stream_options={"include_usage": True})
@@ -400,6 +423,9 @@ def create_app(
             result = await conv.chat(
                 llm, strategy=settings.strategy(llm), budget=settings.budgets, **params
             )
+        except (cl.BudgetExceededError, cl.ContextOverflowError):
+            await take_back(conv, stored.seq)  # refused before sending: leave no trace
+            raise
         except cl.InvalidMessageError as exc:  # the reply broke a rule, not the request
             raise UpstreamReplyError(str(exc)) from exc
         if body.stream:
@@ -423,7 +449,7 @@ def create_app(
         conv = await ledger.get(conversation_id, owner=user)
         strategy = settings.strategy(llm)
         w = await conv.window(strategy, reserve=settings.max_tokens, explain=True)
-        return {**dataclasses.asdict(w), "text": str(w)}
+        return window_body(w)
 
     @app.get("/usage")
     async def usage(user: CurrentUser) -> UsageOut:
@@ -456,6 +482,46 @@ def create_app(
         return {"deleted_conversations": await ledger.delete_owner(user)}
 
     return app
+
+
+async def take_back(conv: cl.AsyncConversation, seq: int) -> None:
+    """Remove the user's message stored at ``seq`` when the turn was refused. chat() stores
+    the message before it checks the budget, so a refusal would otherwise leave it behind
+    and the next turn would send two user messages in a row. Only when it is still the
+    newest message: a turn of the same conversation that came in meanwhile is left alone."""
+    if (await conv.refresh()).last_seq == seq:
+        await conv.truncate(seq - 1)
+
+
+def window_body(w: cl.Window) -> dict[str, Any]:
+    """The ``/window`` response: what the next turn sends and why (docs/recipes/fastapi.md
+    shows one). The spans and the summary as plain JSON; the stored records the window read
+    are left out (their metadata is the application's, not the client's)."""
+    summary = None
+    if w.summary is not None:
+        summary = {
+            "upto_seq": w.summary.upto_seq,
+            "tokens": w.summary.tokens,
+            "text": w.summary.text,
+            "created": w.summary.created,
+        }
+    return {
+        "messages": w.messages,
+        "prompt_tokens": w.prompt_tokens,
+        "model": w.model,
+        "allowed": w.allowed,
+        "overhead_tokens": w.overhead_tokens,
+        "prefix": dataclasses.asdict(w.prefix),
+        "summary": summary,
+        "summary_dropped": w.summary_dropped,
+        "summary_failed": w.summary_failed,
+        "summarized": dataclasses.asdict(w.summarized),
+        "dropped": dataclasses.asdict(w.dropped),
+        "kept": dataclasses.asdict(w.kept),
+        "steps": list(w.steps),
+        "rows_read": w.rows_read,
+        "text": str(w),
+    }
 
 
 # --8<-- [start:stream]

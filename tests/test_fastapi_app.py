@@ -1,5 +1,6 @@
-"""The FastAPI example backend (examples/fastapi_app.py), over HTTP, against the fake OpenAI
-server, on every database backend: what a user of the example relies on."""
+"""The FastAPI example backend (examples/fastapi_app.py), over HTTP (FastAPI's TestClient, and
+uvicorn on loopback), with the real openai SDK against the fake OpenAI server (the ``server``
+fixture of conftest.py), on every database backend: what a user of the example relies on."""
 
 from __future__ import annotations
 
@@ -45,12 +46,6 @@ def _load_example() -> ModuleType:
 
 
 example = _load_example()
-
-
-@pytest.fixture
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
 
 
 @contextmanager
@@ -223,10 +218,36 @@ def test_window_endpoint_explains_what_the_next_turn_sends(
         assert w["messages"][1]["role"] == "user"  # whole rounds only
         assert w["text"].startswith(f"window for {MODEL}:")
 
+        assert_like_the_docs(w)
+
         # and the last turn sent a window within the same budget
         last = server.last_request
         assert cl.count_tokens(last["messages"], MODEL) <= 300
         assert len(last["messages"]) < 12
+
+
+DOCS_PAGE = EXAMPLE.parents[1] / "docs" / "recipes" / "fastapi.md"
+
+
+def _shape(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return "list"
+    return type(value).__name__
+
+
+def assert_like_the_docs(actual: dict[str, Any]) -> None:
+    """docs/recipes/fastapi.md prints the response of this very scenario: the same fields,
+    of the same types, and the same figures (its messages and text are abbreviated)."""
+    page = DOCS_PAGE.read_text()
+    start = page.index("```json\n", page.index("## Debugging a window")) + len("```json\n")
+    documented = json.loads(page[start : page.index("```", start)])
+    assert _shape(documented) == _shape(actual)
+    abbreviated = {"messages", "text"}
+    figures = {k: v for k, v in actual.items() if k not in abbreviated}
+    assert {k: v for k, v in documented.items() if k not in abbreviated} == figures
+    assert actual["text"].startswith(documented["text"].removesuffix("..."))
 
 
 def test_with_a_summary_model_what_leaves_the_window_is_summarised(
@@ -281,13 +302,20 @@ def test_daily_usd_budget_refuses_before_calling_the_model(
         r = say(http, alice, cid, "second")  # 615 spent + up to 600 more > 1000
         assert r.status_code == 429, r.text
         detail = r.json()["detail"]
-        assert "budget" in detail["message"]
         assert "over its budget" in detail["reason"]
-        assert detail["limit"] == 0.001
+        assert (detail["scope"], detail["unit"], detail["limit"]) == ("owner", "usd", 0.001)
+        assert detail["used"] == 0.000615
+        assert detail["used"] + detail["needed"] > detail["limit"]
+        # the why, in words: what this turn may cost, what is spent, of what
+        needed = f"${detail['needed']:.6f}"
+        assert needed in detail["message"] and "$0.000615 of your $0.001" in detail["message"]
         assert len(server.requests) == 1  # refused before the request was sent
         r = say(http, alice, cid, "streamed", stream=True)
         assert r.status_code == 429
         assert len(server.requests) == 1
+        # refused turns leave no trace: no user message without its answer
+        stored = http.get(f"/conversations/{cid}", headers=as_user(alice)).json()["messages"]
+        assert [m["role"] for m in stored] == ["user", "assistant"]
 
         usage = http.get("/usage", headers=as_user(alice)).json()
         assert Decimal(usage["budget_usd"]) == Decimal("0.001")
@@ -307,6 +335,53 @@ def test_daily_token_budget(db_url: str, server: FakeOpenAI, uid: str) -> None:
         assert "500" in r.json()["detail"]["reason"]
         assert server.requests == []
         assert http.get("/usage", headers=as_user(user)).json()["budget_tokens"] == 500
+        assert http.get(f"/conversations/{cid}", headers=as_user(user)).json()["messages"] == []
+
+
+def test_a_refusal_says_why_and_leaves_no_trace(db_url: str, server: FakeOpenAI, uid: str) -> None:
+    """3,000 tokens a day, replies of up to 1,000: with 2,000 used, a turn whose prompt alone
+    is a few tokens is refused, because the reply it may get is reserved in full. The 429
+    says so with the figures, and the refused message is not stored: the next turn (here
+    with no budget) sends user and assistant turns alternating."""
+    user = f"u-{uid}"
+    with running(db_url, server, per_user_daily_tokens=3000, max_tokens=1000) as http:
+        cid = create(http, user, system="Be brief.")
+        server.queue(Reply(content="hi", usage=Usage(prompt_tokens=1000, completion_tokens=1000)))
+        assert say(http, user, cid, "first").status_code == 200
+
+        r = say(http, user, cid, "second")
+        assert r.status_code == 429, r.text
+        detail = r.json()["detail"]
+        assert (detail["unit"], detail["used"], detail["limit"]) == ("tokens", 2000, 3000)
+        window = [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": "hi"},
+            {"role": "user", "content": "second"},
+        ]
+        prompt = cl.count_tokens(window, MODEL)
+        assert detail["needed"] == prompt + 1000  # its prompt plus the reply's max_tokens
+        assert detail["used"] + detail["needed"] > detail["limit"]
+        message = detail["message"]
+        assert f"up to {prompt + 1000:,} tokens" in message and "2,000 of your 3,000" in message
+        assert "longest reply" in message
+        assert len(server.requests) == 1
+        page = DOCS_PAGE.read_text()
+        start = page.index("```json\n", page.index("Three details")) + len("```json\n")
+        documented = json.loads(page[start : page.index("```", start)])
+        assert _shape(documented) == _shape(r.json())  # the docs show this very refusal
+        assert documented["detail"]["needed"] == detail["needed"]
+        assert documented["detail"]["message"] == message
+
+        stored = http.get(f"/conversations/{cid}", headers=as_user(user)).json()
+        assert [m["role"] for m in stored["messages"]] == ["system", "user", "assistant"]
+        assert stored["message_count"] == 3
+
+    with running(db_url, server) as http:  # the same conversation, no budget
+        assert say(http, user, cid, "third").status_code == 200
+        sent = [m["role"] for m in server.last_request["messages"]]
+        assert sent == ["system", "user", "assistant", "user"]
+        assert server.last_request["messages"][-1]["content"] == "third"
 
 
 # -- bad input and failures ------------------------------------------------------------------
