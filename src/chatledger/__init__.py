@@ -33,7 +33,13 @@ from chatledger.params import validate_params
 from chatledger.pricing import Price, PriceTable
 from chatledger.round_trip import Estimate, Recorded
 from chatledger.rows import ConversationInfo, StoredMessage, UsageRecord, UsageTotals
-from chatledger.strategies import LastRounds, Summarize, TokenBudget
+from chatledger.strategies import (
+    ClearToolResults,
+    LastRounds,
+    StablePrefix,
+    Summarize,
+    TokenBudget,
+)
 from chatledger.summarizers import OpenAISummarizer
 from chatledger.tokens import TokenCounter, count_tokens
 from chatledger.window import Window
@@ -46,6 +52,7 @@ __all__ = [
     "Budget",
     "BudgetExceededError",
     "ChatLedgerError",
+    "ClearToolResults",
     "ContextOverflowError",
     "Conversation",
     "ConversationExistsError",
@@ -71,6 +78,7 @@ __all__ = [
     "SchemaVersionError",
     "StorageError",
     "StoredMessage",
+    "StablePrefix",
     "Summarize",
     "TokenBudget",
     "TokenCounter",

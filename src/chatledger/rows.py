@@ -72,6 +72,8 @@ class ConversationInfo:
     #: a fork's parent conversation (its id) and the last seq they share; None otherwise
     parent: str | None = None
     forked_at: int | None = None
+    #: where the window last sent started (kept for strategies that hold it still)
+    window_start: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +146,9 @@ class Lookback:
 
     tokens: int | None = None
     rounds: int | None = None
+    #: needs nothing of its own: reads what the other strategies of the chain read (a
+    #: strategy that rewrites kept messages and never cuts)
+    passive: bool = False
 
     @property
     def unbounded(self) -> bool:

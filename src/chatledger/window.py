@@ -24,6 +24,7 @@ from chatledger.rows import Entry, Lookback, Snapshot, StoredMessage
 from chatledger.tokens import TokenCounter, system_text
 
 __all__ = [
+    "Around",
     "Budgeted",
     "Cut",
     "Entry",
@@ -32,6 +33,7 @@ __all__ = [
     "Folding",
     "Lookback",
     "Plan",
+    "Rewriting",
     "Span",
     "Strategy",
     "StrategyArg",
@@ -39,7 +41,9 @@ __all__ = [
     "Window",
     "WindowJob",
     "WindowView",
+    "budget_of",
     "chain_of",
+    "flatten",
     "plan_window",
 ]
 
@@ -83,6 +87,9 @@ class WindowView:
     entries: Sequence[Entry]
     #: tokens of the tail from ``start`` (``start`` may lie before ``entries``)
     start_tokens: int
+    #: where the window last sent for this conversation started (None: no request yet), for
+    #: strategies that hold the start still so the provider's prompt cache stays warm
+    anchor: int | None = None
 
     def __post_init__(self) -> None:
         cum, total = [], 0
@@ -187,7 +194,63 @@ class Budgeted(Strategy, Protocol):
         ...
 
 
+@runtime_checkable
+class Around(Strategy, Protocol):
+    """A strategy that plans around an inner chain (:class:`~chatledger.StablePrefix`).
+
+    The planner calls ``enter(view)`` first: True holds the view as it stands and skips the
+    inner strategies this turn; False runs them (folds included), then ``leave(view)`` gives
+    the final start, as ``apply`` would.
+    """
+
+    inner: Sequence[Strategy]
+
+    def enter(self, view: WindowView) -> bool: ...
+
+    def leave(self, view: WindowView) -> int | Cut: ...
+
+    def with_inner(self, inner: Sequence[Strategy]) -> Around:
+        """The same wrapper around another chain (the reserve for ``max_tokens`` is applied
+        to the inner budgets this way)."""
+        ...
+
+
+@runtime_checkable
+class Rewriting(Strategy, Protocol):
+    """A strategy that changes how kept messages go out, never which are kept
+    (:class:`~chatledger.ClearToolResults`). Stored data is untouched.
+
+    ``rewrite`` sees the final tail and returns replacements by seq. The planner counts each
+    replacement and uses it only when it costs fewer tokens than the stored message, so a
+    window that fit its budget still does.
+    """
+
+    def rewrite(self, tail: Sequence[StoredMessage]) -> Mapping[int, dict[str, Any]]: ...
+
+
 StrategyArg: TypeAlias = "Strategy | Sequence[Strategy] | None"
+
+
+def flatten(chain: Sequence[Strategy]) -> list[Strategy]:
+    """The chain with every wrapper's inner strategies in its place (after the wrapper)."""
+    out: list[Strategy] = []
+    for s in chain:
+        out.append(s)
+        if isinstance(s, Around):
+            out += flatten(s.inner)
+    return out
+
+
+def _with_reserve(s: Strategy, reserve: int) -> Strategy:
+    if isinstance(s, Around):
+        return s.with_inner([_with_reserve(i, reserve) for i in s.inner])
+    return s.with_reserve(reserve) if isinstance(s, Budgeted) else s
+
+
+def budget_of(chain: Sequence[Strategy]) -> int | None:
+    """The tightest prompt budget of the chain's budgets, wrappers' included (None: none)."""
+    budgets = [s.allowed for s in flatten(chain) if isinstance(s, Budgeted)]
+    return min(budgets) if budgets else None
 
 
 def chain_of(strategy: StrategyArg) -> list[Strategy]:
@@ -212,8 +275,11 @@ def combined_lookback(chain: Sequence[Strategy]) -> Lookback | None:
         return None
     tokens: list[int] = []
     rounds: list[int] = []
-    for s in chain:
-        lb = s.lookback()
+    needs = [s.lookback() for s in chain]
+    active = [lb for lb in needs if not lb.passive]
+    if not active:
+        return None  # only strategies that keep everything: the whole history
+    for lb in active:
         if lb.unbounded:
             return None
         if lb.tokens is not None:
@@ -261,13 +327,21 @@ def plan_window(
     counter: TokenCounter,
 ) -> Generator[FoldRequest, tuple[int, str] | None, Plan]:
     """Apply the strategies in order; yield a fold request where a folding strategy asks."""
-    folder = next((s for s in chain if isinstance(s, Folding)), None)
-    plan = Plan(start=view.start, summary=None)
+    folder = next((s for s in flatten(chain) if isinstance(s, Folding)), None)
+    plan = Plan(start=view.start, summary=None, allowed=budget_of(chain))
     if folder is not None and stored_summary is not None:
         upto, text = stored_summary
         msg = folder.summary_message(text)
         plan.summary = SummaryPart(upto, counter.message(msg), text, False, msg)
         view.move_to(view.start, plan.summary.tokens, upto)
+    yield from _apply(chain, view, plan, counter)
+    plan.start = view.start
+    return plan
+
+
+def _apply(
+    chain: Sequence[Strategy], view: WindowView, plan: Plan, counter: TokenCounter
+) -> Generator[FoldRequest, tuple[int, str] | None, None]:
     for strategy in chain:
         if isinstance(strategy, Folding):
             fold = strategy.fold(view)
@@ -281,7 +355,14 @@ def plan_window(
                 plan.summary_failed = got is None
                 s = plan.summary
                 view.move_to(fold.upto_seq + 1, s.tokens if s else 0, s.upto_seq if s else 0)
-        answer = strategy.apply(view)
+        if isinstance(strategy, Around):
+            if strategy.enter(view):
+                plan.steps.append(f"{strategy!r}: held the tail from seq {view.start}")
+                continue
+            yield from _apply(strategy.inner, view, plan, counter)
+            answer = strategy.leave(view)
+        else:
+            answer = strategy.apply(view)
         cut = answer if isinstance(answer, Cut) else Cut(int(answer))
         allowed = view.starts()
         if cut.start not in allowed:
@@ -294,12 +375,7 @@ def plan_window(
             view.move_to(cut.start, 0, 0)
         else:
             view.move_to(cut.start, view.summary_tokens, view.summary_upto)
-        if isinstance(strategy, Budgeted):
-            a = strategy.allowed
-            plan.allowed = a if plan.allowed is None else min(plan.allowed, a)
         plan.steps.append(f"{strategy!r}: tail from seq {view.start}")
-    plan.start = view.start
-    return plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +424,10 @@ class Window:
     kept: Span
     steps: tuple[str, ...]
     rows_read: int
+    #: seqs of kept messages that go out rewritten (a rewriting strategy's placeholders)
+    rewritten: tuple[int, ...] = ()
+    #: a strategy holds the start still between requests: a request remembers ``kept.first``
+    anchored: bool = False
     #: the stored messages the window carries (prefix and kept tail, not the summary), with
     #: their seqs, counts and metadata
     records: tuple[StoredMessage, ...] = ()
@@ -361,7 +441,8 @@ class Window:
         ]
         if self.summary is not None and not self.summary_dropped:
             out.append((self.summary.message, None))
-        out += [(r.message, r) for r in self.records[n_prefix:]]
+        sent = self.messages[len(out) :]
+        out += list(zip(sent, self.records[n_prefix:], strict=True))
         return out
 
     def __str__(self) -> str:
@@ -416,8 +497,8 @@ class WindowJob:
     ) -> WindowJob:
         chain = chain_of(strategy)
         if reserve:
-            chain = [s.with_reserve(reserve) if isinstance(s, Budgeted) else s for s in chain]
-        folds = any(isinstance(s, Folding) for s in chain)
+            chain = [_with_reserve(s, reserve) for s in chain]
+        folds = any(isinstance(s, Folding) for s in flatten(chain))
         return cls(chain, combined_lookback(chain), folds, counter, tools, tool_choice)
 
     def view(self, snap: Snapshot, conversation_id: str) -> WindowView:
@@ -442,6 +523,7 @@ class WindowJob:
             start=snap.start,
             entries=snap.entries,
             start_tokens=snap.start_tokens,
+            anchor=info.window_start,
         )
 
     def result(
@@ -457,12 +539,12 @@ class WindowJob:
         summary = plan.summary
         if summary is not None and not plan.summary_dropped:
             messages.append(summary.message)
-        messages.extend(r.message for r in tail)
+        sent, tail_tokens, rewritten = self._rewrite(tail)
+        messages.extend(sent)
         overhead = self.counter.priming + self.counter.tools(
             self.tools, system=system_text(messages), tool_choice=self.tool_choice
         )
         prefix_tokens = snap.prefix[-1].cumulative_tokens if snap.prefix else 0
-        tail_tokens = sum(r.tokens for r in tail)
         summary_tokens = summary.tokens if summary and not plan.summary_dropped else 0
         covered = summary.upto_seq if summary is not None else info.prefix_seq
         first_after = info.prefix_seq + 1
@@ -481,7 +563,8 @@ class WindowJob:
         summarized_tokens = (
             None if after_summary is None else info.token_total - prefix_tokens - after_summary
         )
-        dropped_tokens = None if after_summary is None else after_summary - tail_tokens
+        stored_tail = sum(r.tokens for r in tail)
+        dropped_tokens = None if after_summary is None else after_summary - stored_tail
         return Window(
             messages=messages,
             prompt_tokens=prefix_tokens + summary_tokens + tail_tokens + overhead,
@@ -497,5 +580,35 @@ class WindowJob:
             kept=Span.of(plan.start, info.last_seq, tail_tokens),
             steps=tuple(plan.steps),
             rows_read=rows_read,
+            rewritten=rewritten,
+            anchored=any(isinstance(s, Around) for s in flatten(self.chain)),
             records=(*snap.prefix, *tail),
         )
+
+    def _rewrite(
+        self, tail: list[StoredMessage]
+    ) -> tuple[list[dict[str, Any]], int, tuple[int, ...]]:
+        """The tail as sent, its tokens, and the seqs a rewriting strategy replaced (only
+        where the replacement costs fewer tokens than the stored message)."""
+        sent = [r.message for r in tail]
+        tokens = [r.tokens for r in tail]
+        done: list[int] = []
+        index = {r.seq: i for i, r in enumerate(tail)}
+        rewriters = [s for s in flatten(self.chain) if isinstance(s, Rewriting)]
+        # a tool result is counted under the call it answers, which a window always carries
+        calls = {
+            c["id"]: r.message
+            for r in (tail if rewriters else ())
+            for c in r.message.get("tool_calls") or ()
+            if isinstance(c, Mapping) and isinstance(c.get("id"), str)
+        }
+        for rw in rewriters:
+            for seq, msg in rw.rewrite(tail).items():
+                i = index.get(seq)
+                if i is None:
+                    continue
+                cost = self.counter.message(msg, answering=calls.get(msg.get("tool_call_id")))
+                if cost < tokens[i]:
+                    sent[i], tokens[i] = msg, cost
+                    done.append(seq)
+        return sent, sum(tokens), tuple(sorted(set(done)))

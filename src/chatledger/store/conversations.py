@@ -103,6 +103,13 @@ def update_conversation(conn: Connection, pk: int, values: dict[str, Any], shown
     return load_conversation(conn, pk, shown_as)
 
 
+def set_window_start(conn: Connection, pk: int, start: int) -> None:
+    """Remember where the window just sent started (a hint: no lock, the last writer wins)."""
+    conn.execute(
+        update(conversations).where(conversations.c.pk == pk).values(window_start=start)
+    )
+
+
 def list_conversations(
     conn: Connection, owner: str | None, limit: int, offset: int
 ) -> list[Loaded]:

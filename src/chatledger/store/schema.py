@@ -41,7 +41,7 @@ __all__ = [
 
 #: The revision this code reads and writes, kept in ``chatledger_alembic_version``: the table of
 #: the Alembic migrations in ``chatledger/store/migrations``.
-SCHEMA_VERSION = "0003"
+SCHEMA_VERSION = "0004"
 
 #: How "no owner" is stored: an owner is never empty (``check_id``), and a unique constraint
 #: treats NULLs as distinct, so NULL would let two ownerless conversations share an id.
@@ -99,6 +99,8 @@ conversations = Table(
     # lineage of a fork: the conversation it was copied from and the last seq they share
     Column("parent_id", String(255), nullable=True),
     Column("forked_at", Integer, nullable=True),
+    # where the window last sent started: StablePrefix holds it still between requests
+    Column("window_start", Integer, nullable=True),
     # leads with owner: also the index of one owner's listing and erasure
     UniqueConstraint("owner", "id"),
     # SQLite would hand a deleted conversation's key to the next one: a handle kept across a
@@ -189,6 +191,8 @@ completions = Table(
     Column("completion_tokens", Integer, nullable=False, default=0),
     Column("cached_tokens", Integer, nullable=False, default=0),
     Column("reasoning_tokens", Integer, nullable=False, default=0),
+    # prompt tokens written to the provider's cache, where it reports them (None: not reported)
+    Column("cache_write_tokens", Integer, nullable=True),
     # cost in micro-dollars (integer: exact sums across many rows and databases)
     Column("cost_micros", BigInteger, nullable=True),
     Column("created_at", Timestamp, nullable=False),

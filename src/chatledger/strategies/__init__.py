@@ -6,19 +6,36 @@ budget), to ``Conversation.window``. Write your own against :class:`Strategy` (a
 built-ins use nothing else.
 """
 
+from chatledger.strategies.clear_tool_results import ClearToolResults
 from chatledger.strategies.last_rounds import LastRounds
+from chatledger.strategies.stable_prefix import StablePrefix
 from chatledger.strategies.summarize import Summarize
 from chatledger.strategies.token_budget import TokenBudget
-from chatledger.window import Budgeted, Cut, Entry, Fold, Folding, Lookback, Strategy, WindowView
+from chatledger.window import (
+    Around,
+    Budgeted,
+    Cut,
+    Entry,
+    Fold,
+    Folding,
+    Lookback,
+    Rewriting,
+    Strategy,
+    WindowView,
+)
 
 __all__ = [
+    "Around",
     "Budgeted",
+    "ClearToolResults",
     "Cut",
     "Entry",
     "Fold",
     "Folding",
     "LastRounds",
     "Lookback",
+    "Rewriting",
+    "StablePrefix",
     "Strategy",
     "Summarize",
     "TokenBudget",
