@@ -142,7 +142,11 @@ def test_idempotent_and_never_overwrites(db_url: str, uid: str, tmp_path: Path) 
         build(source, uid)
         data = export(source, owner=uid)
     with cl.Ledger(db_url) as ledger:
-        assert restore(ledger, data).imported == 3
+        seen: list[int] = []
+        assert restore(ledger, data, progress=seen.append).imported == 3
+        assert seen == [1, 2, 3]
+        # forking touches the parent's updated_at, not its content: still unchanged
+        ledger.get("z-main", owner=uid).fork("new-fork")
         again = restore(ledger, data)
         assert (again.imported, again.unchanged, again.refused) == (0, 3, [])
         ledger.get("m-waiting", owner=uid).append(

@@ -116,11 +116,18 @@ def _keys(ledger: Ledger, ids: Sequence[str] | None, owner: str | None, page: in
 def _read(pk: int) -> Op[store.ConversationDump | None]:
     def body(c: Connection) -> store.ConversationDump | None:
         try:
-            return store.read_conversation(c, pk)
+            return store.read_conversation(c, pk, snapshot=True)
         except ConversationNotFoundError:  # deleted since its page was read
             return None
 
     return (yield from reading(body))
+
+
+def _check_ledger(ledger: object) -> None:
+    from chatledger.ledger import Ledger  # at run time: the ledger module does not need this
+
+    if not isinstance(ledger, Ledger):
+        raise InvalidArgumentError("ledger", "must be a chatledger.Ledger (the sync twin)")
 
 
 def export_jsonl(
@@ -142,6 +149,7 @@ def export_jsonl(
     [...]}`` per conversation. Encrypted ledgers export plaintext. ``progress`` is called
     with the running count. One conversation is in memory at a time.
     """
+    _check_ledger(ledger)
     if format not in ("backup", "finetune"):
         raise InvalidArgumentError("format", "must be 'backup' or 'finetune'")
     if owner is not None:
@@ -196,6 +204,15 @@ class _Prepared:
     messages_only: bool
 
 
+def _id_of(text: str) -> str | None:
+    """The id a line that does not validate names, to say which one was refused."""
+    try:
+        cid = json.loads(text).get("id")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return cid if isinstance(cid, str) and len(cid) <= 255 else None
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -229,7 +246,8 @@ def _stored_key(key: str | None, codec: Codec) -> str | None:
     """An idempotency key as it is stored here (a keyed hash is kept as it is)."""
     if key is None or is_keyed_hash(key):
         return key
-    return codec.keyed_hash(_plain(key, "idempotency_key") or key)
+    _plain(key, "idempotency_key")
+    return codec.keyed_hash(key)
 
 
 def _finetune_id(messages: list[dict[str, Any]]) -> str:
@@ -255,23 +273,22 @@ class _Importer:
 
     # -- parsing
 
-    def parse(self, n: int, text: str) -> tuple[str | None, _Prepared]:
-        """The line as what to write; _Refused (with the id when known) if it cannot be."""
+    def parse(self, text: str) -> tuple[ConversationLine, bool]:
+        """The line as a conversation, and whether only its messages count (finetune)."""
         if self.format == "finetune":
             try:
                 ft = FinetuneLine.model_validate_json(text)
             except _ValidationError as exc:
                 raise _Refused(_why(exc)) from None
             cid = ft.id if ft.id is not None else _finetune_id(ft.messages)
-            line = as_conversation(ft, cid, self.owner, self.config.default_model)
-            return cid, self.prepare(line, messages_only=True)
+            return as_conversation(ft, cid, self.owner, self.config.default_model), True
         try:
             line = ConversationLine.model_validate_json(text)
         except _ValidationError as exc:
             raise _Refused(_why(exc)) from None
         if self.owner is not None:
             line = line.model_copy(update={"owner": self.owner})
-        return line.id, self.prepare(line, messages_only=False)
+        return line, False
 
     def prepare(self, line: ConversationLine, *, messages_only: bool) -> _Prepared:
         """Check every value as an append would, and plan the rows (no I/O)."""
@@ -378,11 +395,11 @@ class _Importer:
             upto = self._moved(s.upto_seq, new_seq)
             meta, meta_value = _meta(s.metadata, "summaries.metadata")
             created = _utc(s.created_at, "summaries.created_at")
-            text = _plain(s.text, "summaries.text") or s.text
+            _plain(s.text, "summaries.text")
             rows.append(
                 {
                     "upto_seq": upto,
-                    "text": text,
+                    "text": s.text,
                     "tokens": s.tokens,
                     "model": _plain(s.model, "summaries.model"),
                     "created_at": created,
@@ -430,13 +447,18 @@ class _Importer:
     # -- writing
 
     def same(self, stored: store.ConversationDump, p: _Prepared, parent_here: bool) -> bool:
+        """Whether the stored conversation is the line's. ``updated_at`` and
+        ``window_start`` are not compared: they move while the content stays (a fork touches
+        its parent, a window records where it started)."""
         if p.messages_only:
             return [m.message for m in stored.messages] == [m.message for m in p.line.messages]
-        incoming = p.line
-        if stored.loaded.info.parent is None and not parent_here:
+        have = from_dump(stored)
+        same_as_stored = {"updated_at": have.updated_at, "window_start": have.window_start}
+        incoming = p.line.model_copy(update=same_as_stored)
+        if have.parent is None and not parent_here:
             # its lineage was dropped when it was imported (the parent was not there)
             incoming = incoming.model_copy(update={"parent": None, "forked_at": None})
-        return render(from_dump(stored)) == render(incoming)
+        return render(have) == render(incoming)
 
     def write(self, p: _Prepared) -> Op[tuple[bool, bool]]:
         """(written, parent present); _Refused when another conversation holds the key."""
@@ -457,9 +479,11 @@ class _Importer:
         return (yield from writing(body))
 
     def line(self, n: int, text: str) -> None:
-        cid: str | None = None
+        cid = _id_of(text)
         try:
-            cid, p = self.parse(n, text)
+            line, messages_only = self.parse(text)
+            cid = line.id
+            p = self.prepare(line, messages_only=messages_only)
             written, parent_here = self.ledger._driver.run(self.write(p))
         except _Refused as exc:
             self.refused.append(Refusal(n, cid, _one_line(str(exc))))
@@ -544,6 +568,7 @@ def import_jsonl(
     time. Raises only when the source cannot be read as a whole (a header of another format
     or a newer version) or the database fails.
     """
+    _check_ledger(ledger)
     if format not in ("backup", "finetune"):
         raise InvalidArgumentError("format", "must be 'backup' or 'finetune'")
     if owner is not None:

@@ -20,6 +20,7 @@ from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, upd
 from chatledger.rows import Loaded, NewConversation, Prepared, State, StoredMessage, UsageRecord
 from chatledger.store.conversations import find_conversation, load_conversation
 from chatledger.store.limits import check_messages
+from chatledger.store.locks import read_snapshot
 from chatledger.store.mapping import (
     USAGE_COLUMNS,
     _aware,
@@ -137,8 +138,12 @@ def exists(conn: Connection, conversation_id: str, owner: str | None) -> bool:
     )
 
 
-def read_conversation(conn: Connection, pk: int) -> ConversationDump:
-    """The conversation ``pk`` whole: its row, every message, its summaries and usage rows."""
+def read_conversation(conn: Connection, pk: int, *, snapshot: bool = False) -> ConversationDump:
+    """The conversation ``pk`` whole: its row, every message, its summaries and usage rows.
+    ``snapshot``: read it all in one snapshot (the first statement of a connection's read),
+    so that a write committed meanwhile is wholly in it or wholly not."""
+    if snapshot:
+        read_snapshot(conn)
     codec = codec_of(conn)
     loaded = load_conversation(conn, pk, str(pk))
     found = conn.execute(
