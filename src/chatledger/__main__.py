@@ -1,3 +1,5 @@
+"""``python -m chatledger``: the ``chatledger`` command."""
+
 from chatledger.cli import main
 
 raise SystemExit(main())
