@@ -21,6 +21,7 @@ import pytest
 pytest.importorskip("fastapi")
 
 import openai
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 import chatledger as cl
@@ -473,7 +474,7 @@ def test_other_errors_map_to_statuses(
     tmp_path: Path, server: FakeOpenAI, error: Exception, status: int
 ) -> None:
     llm = openai.AsyncOpenAI(base_url=server.url, api_key="test", max_retries=0)
-    app = example.create_app(f"sqlite:///{tmp_path / 'app.db'}", llm)
+    app: FastAPI = example.create_app(f"sqlite:///{tmp_path / 'app.db'}", llm)
 
     @app.get("/boom")
     async def boom() -> None:
