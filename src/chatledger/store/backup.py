@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, insert, or_, select, update
 
 from chatledger.rows import Loaded, NewConversation, Prepared, State, StoredMessage, UsageRecord
 from chatledger.store.conversations import find_conversation, load_conversation
@@ -138,6 +138,19 @@ def exists(conn: Connection, conversation_id: str, owner: str | None) -> bool:
     )
 
 
+# built once, with bind parameters (a conversation is read per line of an export)
+_SUMMARIES = (
+    select(_s.upto_seq, _s.text, _s.tokens, _s.model, _s.created_at, _s.meta)
+    .where(_s.conversation_pk == bindparam("p_pk"))
+    .order_by(_s.upto_seq, _s.pk)
+)
+_USAGE = (
+    select(*USAGE_COLUMNS, _u.idempotency_key)
+    .where(_u.conversation_pk == bindparam("p_pk"))
+    .order_by(_u.pk)
+)
+
+
 def read_conversation(conn: Connection, pk: int, *, snapshot: bool = False) -> ConversationDump:
     """The conversation ``pk`` whole: its row, every message, its summaries and usage rows.
     ``snapshot``: read it all in one snapshot (the first statement of a connection's read),
@@ -146,11 +159,7 @@ def read_conversation(conn: Connection, pk: int, *, snapshot: bool = False) -> C
         read_snapshot(conn)
     codec = codec_of(conn)
     loaded = load_conversation(conn, pk, str(pk))
-    found = conn.execute(
-        select(_s.upto_seq, _s.text, _s.tokens, _s.model, _s.created_at, _s.meta)
-        .where(_s.conversation_pk == pk)
-        .order_by(_s.upto_seq, _s.pk)
-    ).all()
+    found = conn.execute(_SUMMARIES, {"p_pk": pk}).all()
     kept = [
         SummaryRecord(
             r.upto_seq,
