@@ -241,6 +241,15 @@ def flatten(chain: Sequence[Strategy]) -> list[Strategy]:
     return out
 
 
+def _for_model(s: Strategy, model: str) -> Strategy:
+    """A strategy whose thresholds are fractions of a context window, in tokens for ``model``
+    (anything with ``for_model``; the others as they are)."""
+    if isinstance(s, Around):
+        return s.with_inner([_for_model(i, model) for i in s.inner])
+    resolve = getattr(s, "for_model", None)
+    return cast(Strategy, resolve(model)) if callable(resolve) else s
+
+
 def _with_reserve(s: Strategy, reserve: int) -> Strategy:
     if isinstance(s, Around):
         return s.with_inner([_with_reserve(i, reserve) for i in s.inner])
@@ -495,7 +504,7 @@ class WindowJob:
         tool_choice: Any,
         reserve: int = 0,
     ) -> WindowJob:
-        chain = chain_of(strategy)
+        chain = [_for_model(s, counter.model) for s in chain_of(strategy)]
         if reserve:
             chain = [_with_reserve(s, reserve) for s in chain]
         folds = any(isinstance(s, Folding) for s in flatten(chain))

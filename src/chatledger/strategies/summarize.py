@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chatledger.errors import InvalidArgumentError
+from chatledger.model_catalogue import resolve_budget
 from chatledger.summarizers import AnySummarizer
 from chatledger.window import Fold, Lookback, WindowView
 
@@ -24,14 +25,15 @@ class Summarize:
     those rounds dropped instead, a warning is logged, and the next turn tries again.
 
     The summary enters the window as one message after the pinned prefix, ``role`` (system by
-    default) with ``template`` around the text.
+    default) with ``template`` around the text. ``trigger`` and ``keep`` may both be fractions
+    of the model's context window, turned into tokens for each conversation's model.
     """
 
     def __init__(
         self,
         summarizer: AnySummarizer,
-        trigger: int = 4000,
-        keep: int = 2000,
+        trigger: int | float = 4000,
+        keep: int | float = 2000,
         *,
         role: str = "system",
         template: str = DEFAULT_TEMPLATE,
@@ -39,9 +41,19 @@ class Summarize:
     ) -> None:
         if not callable(summarizer):
             raise InvalidArgumentError("summarizer", "must be callable(previous, messages)")
-        for name, value in (("trigger", trigger), ("keep", keep)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InvalidArgumentError(name, "must be an integer of at least 1")
+        self.fractions: tuple[float, float] | None = None
+        if isinstance(trigger, float) or isinstance(keep, float):
+            if not (isinstance(trigger, float) and isinstance(keep, float)):
+                raise InvalidArgumentError(
+                    "keep", "give trigger and keep both in tokens or both as fractions"
+                )
+            resolve_budget(trigger, "gpt-4o")  # the fractions' range only
+            resolve_budget(keep, "gpt-4o")
+            self.fractions = (trigger, keep)
+        else:
+            for name, value in (("trigger", trigger), ("keep", keep)):
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise InvalidArgumentError(name, "must be an integer of at least 1")
         if keep > trigger:
             raise InvalidArgumentError("keep", "must not exceed trigger")
         if role not in ("system", "developer", "user"):
@@ -50,13 +62,26 @@ class Summarize:
             raise InvalidArgumentError("template", "must contain {summary}")
         if timeout is not None and timeout <= 0:
             raise InvalidArgumentError("timeout", "must be positive or None")
-        self.summarizer, self.trigger, self.keep, self.role, self.template, self.timeout = (
+        self.summarizer, self.role, self.template, self.timeout = (
             summarizer,
-            trigger,
-            keep,
             role,
             template,
             timeout,
+        )
+        self.trigger, self.keep = (0, 0) if self.fractions else (int(trigger), int(keep))
+
+    def for_model(self, model: str) -> Summarize:
+        """Thresholds in tokens for ``model`` (itself when given in tokens)."""
+        if self.fractions is None:
+            return self
+        trigger, keep = (resolve_budget(f, model) for f in self.fractions)
+        return Summarize(
+            self.summarizer,
+            trigger,
+            min(keep, trigger),
+            role=self.role,
+            template=self.template,
+            timeout=self.timeout,
         )
 
     def summary_message(self, text: str) -> dict[str, Any]:
@@ -85,4 +110,5 @@ class Summarize:
         return view.start
 
     def __repr__(self) -> str:
-        return f"Summarize(trigger={self.trigger}, keep={self.keep})"
+        trigger, keep = self.fractions or (self.trigger, self.keep)
+        return f"Summarize(trigger={trigger}, keep={keep})"

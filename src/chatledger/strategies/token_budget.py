@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chatledger.errors import ContextOverflowError, InvalidArgumentError, InvalidParameterError
+from chatledger.model_catalogue import resolve_budget
 from chatledger.window import Cut, Lookback, WindowView
 
 __all__ = ["TokenBudget"]
@@ -23,21 +24,42 @@ class TokenBudget:
     starts inside it (at an assistant message, never at a tool result). When the prefix and
     the newest message alone exceed the budget, :class:`ContextOverflowError` says by how
     much.
+
+    ``limit`` may be a fraction of the model's context window (``TokenBudget(0.5)``); it is
+    turned into tokens for each conversation's model when a window is planned (the model
+    catalogue, :mod:`chatledger.model_catalogue`), and an unknown model says so.
     """
 
-    def __init__(self, limit: int, reserve: int = 0) -> None:
-        self.limit = _positive(limit, "limit", 1)
+    def __init__(self, limit: int | float, reserve: int = 0) -> None:
+        self.fraction: float | None = None
+        if isinstance(limit, float):
+            resolve_budget(limit, "gpt-4o")  # checks the fraction's range only
+            self.fraction, self.limit = limit, 0
+        else:
+            self.limit = _positive(limit, "limit", 1)
         self.reserve = _positive(reserve, "reserve", 0)
-        if self.reserve >= self.limit:
+        if self.fraction is None and self.reserve >= self.limit:
             raise InvalidArgumentError("reserve", "must be smaller than limit")
+
+    def for_model(self, model: str) -> TokenBudget:
+        """This budget in tokens for ``model`` (itself when given in tokens)."""
+        if self.fraction is None:
+            return self
+        return TokenBudget(resolve_budget(self.fraction, model), self.reserve)
 
     @property
     def allowed(self) -> int:
         """Prompt tokens a window may use."""
+        if self.fraction is not None:
+            raise InvalidArgumentError(
+                "limit", f"{self!r} is a fraction of a model's context window: for_model() first"
+            )
         return self.limit - self.reserve
 
     def with_reserve(self, tokens: int) -> TokenBudget:
         """This budget, leaving at least ``tokens`` (a request's ``max_tokens``) unused."""
+        if self.fraction is not None:
+            return TokenBudget(self.fraction, max(self.reserve, tokens))
         if self.reserve >= tokens:
             return self
         if tokens >= self.limit:
@@ -84,4 +106,5 @@ class TokenBudget:
         )
 
     def __repr__(self) -> str:
-        return f"TokenBudget({self.limit}, reserve={self.reserve})"
+        limit = self.limit if self.fraction is None else self.fraction
+        return f"TokenBudget({limit}, reserve={self.reserve})"
