@@ -251,7 +251,10 @@ def from_dump(d: ConversationDump) -> ConversationLine:
         d.loaded.info,
         messages=[_pick(MessageLine, m) for m in d.messages],
         summaries=[_pick(SummaryLine, s) for s in d.summaries],
-        usage=[_pick(UsageLine, u, idempotency_key=key) for u, key in d.usage],
+        usage=[
+            _pick(UsageLine, u, **{**{"idempotency_key": key}, **extras})
+            for u, key, extras in d.usage
+        ],
     )
 
 

@@ -33,6 +33,7 @@ from chatledger.store.messages import read_messages
 from chatledger.store.schema import completions, conversations, messages, summaries
 
 __all__ = [
+    "USAGE_EXTRAS",
     "ConversationDump",
     "Restored",
     "SummaryRecord",
@@ -70,8 +71,9 @@ class ConversationDump:
     loaded: Loaded
     messages: list[StoredMessage]
     summaries: list[SummaryRecord]
-    #: usage rows, oldest first, each with its idempotency key as stored
-    usage: list[tuple[UsageRecord, str | None]]
+    #: usage rows, oldest first, each with its idempotency key as stored and the values of
+    #: ``USAGE_EXTRAS``
+    usage: list[tuple[UsageRecord, str | None, dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,8 +146,10 @@ _SUMMARIES = (
     .where(_s.conversation_pk == bindparam("p_pk"))
     .order_by(_s.upto_seq, _s.pk)
 )
+#: usage columns a backup keeps that :class:`UsageRecord` may not carry (newer revisions)
+USAGE_EXTRAS = tuple(name for name in ("cache_write_tokens",) if name in _u)
 _USAGE = (
-    select(*USAGE_COLUMNS, _u.idempotency_key)
+    select(*USAGE_COLUMNS, *(_u[name] for name in USAGE_EXTRAS), _u.idempotency_key)
     .where(_u.conversation_pk == bindparam("p_pk"))
     .order_by(_u.pk)
 )
@@ -174,7 +178,10 @@ def read_conversation(conn: Connection, pk: int, *, snapshot: bool = False) -> C
     rows = conn.execute(
         select(*USAGE_COLUMNS, _u.idempotency_key).where(_u.conversation_pk == pk).order_by(_u.pk)
     ).all()
-    usage = [(to_usage(r[:-1], codec), r[-1]) for r in rows]
+    n = len(USAGE_COLUMNS)
+    usage = [
+        (to_usage(r[:n], codec), r[-1], dict(zip(USAGE_EXTRAS, r[n:-1], strict=True))) for r in rows
+    ]
     return ConversationDump(loaded, read_messages(conn, pk, None, None, None), kept, usage)
 
 
