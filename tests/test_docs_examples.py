@@ -10,8 +10,9 @@ How blocks run:
   llama.cpp or Ollama server. ``__name__`` is ``"__main__"``, as for a script, and the
   repository root is on ``sys.path``, as in a checkout (``from examples.fastapi_app import``).
 - ```` ```bash ````, ```` ```sh ```` and ```` ```console ```` blocks run one by one with
-  ``bash -euo pipefail`` in that page's directory, the venv's ``bin`` first on ``PATH``; in a
-  ``console`` block only the lines after a ``$ `` prompt run (the rest is output).
+  ``bash -euo pipefail`` in the same directory as the page's python blocks (after them), the
+  venv's ``bin`` first on ``PATH``; in a ``console`` block only the lines after a ``$ ``
+  prompt run (the rest is output).
 - Snippets (``--8<-- "path"``) are read from the file they name, as mkdocs does.
 - Blocks in any other language (``json``, ``text``: responses, signatures, printed reports)
   are not code to run.
@@ -34,7 +35,7 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,24 +148,42 @@ def _skipped_python() -> list[Block]:
     ]
 
 
-@pytest.fixture
-def docs_env(server: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A temp dir as cwd, the fake server as the OpenAI endpoint, the venv first on PATH."""
-    monkeypatch.chdir(tmp_path)
+@pytest.fixture(scope="session")
+def page_dirs(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Path]:
+    """One working directory per page, shared by its python and its shell blocks (the python
+    blocks run first: a shell block may use the files they made)."""
+    made: dict[Path, Path] = {}
+
+    def get(page: Path) -> Path:
+        if page not in made:
+            made[page] = tmp_path_factory.mktemp(page.stem)
+        return made[page]
+
+    return get
+
+
+def _docs_env(monkeypatch: pytest.MonkeyPatch, server: FakeOpenAI, where: Path) -> Path:
+    """The page's directory as cwd, the fake server as the OpenAI endpoint, the venv first on
+    PATH, the repository root importable."""
+    monkeypatch.chdir(where)
     monkeypatch.syspath_prepend(str(ROOT))
     monkeypatch.setenv("OPENAI_BASE_URL", server.url)
     monkeypatch.setenv("OPENAI_API_KEY", "sk-docs-test")
     monkeypatch.setenv("LOCAL_OPENAI_URL", server.url)
     monkeypatch.delenv("CHATLEDGER_URL", raising=False)
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
-    yield tmp_path
+    return where
 
 
 @pytest.mark.parametrize("page", _python_pages(), ids=lambda p: p.name)
 def test_python_blocks_of_a_page_run(
-    page: Page, docs_env: Path, monkeypatch: pytest.MonkeyPatch
+    page: Page,
+    server: FakeOpenAI,
+    page_dirs: Callable[[Path], Path],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The page's python blocks, in order, in one namespace."""
+    _docs_env(monkeypatch, server, page_dirs(page.path))
     namespace: dict[str, object] = {"__name__": "__main__"}
     for block in page.blocks:
         if block.language not in ("python", "py") or block.skip is not None:
@@ -184,15 +203,21 @@ def test_python_blocks_not_run(block: Block) -> None:
 
 
 @pytest.mark.parametrize("block", _shell_blocks(), ids=lambda b: b.where)
-def test_shell_block_runs(block: Block, docs_env: Path) -> None:
+def test_shell_block_runs(
+    block: Block,
+    server: FakeOpenAI,
+    page_dirs: Callable[[Path], Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     if block.skip is not None:
         pytest.skip(block.skip)
+    where = _docs_env(monkeypatch, server, page_dirs(block.page))
     script = block.code
     if block.language == "console":
         script = "\n".join(line[2:] for line in block.code.splitlines() if line.startswith("$ "))
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],
-        cwd=docs_env,
+        cwd=where,
         capture_output=True,
         text=True,
         timeout=120,
@@ -204,17 +229,20 @@ def test_shell_block_runs(block: Block, docs_env: Path) -> None:
     )
 
 
-def test_readme_first_command_runs_the_demo(docs_env: Path) -> None:
+def test_readme_first_command_runs_the_demo(
+    server: FakeOpenAI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The README opens with the command that runs the main job offline; past its install
     step (exempt: rule 2) it runs here, with this venv standing in for the one it creates."""
     first = next(b for b in ALL[0].blocks if b.language == "bash")
     steps = [s.strip() for s in first.code.strip().split("&&")]
     assert steps[0] == "python3 -m venv .venv" and "pip install" in steps[1], first.code
     run = [s.replace(".venv/bin/", f"{BIN}/") for s in steps[2:]]
+    where = _docs_env(monkeypatch, server, tmp_path)
     assert run and "chatledger demo" in run[-1], first.code
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", " && ".join(run)],
-        cwd=docs_env,
+        cwd=where,
         capture_output=True,
         text=True,
         timeout=120,
