@@ -7,9 +7,11 @@ key and the row as last read); it holds no connection and is cheap to create per
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, TypeAlias, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, overload
+
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
 
 from chatledger import editing as edits
 from chatledger import operations as op
@@ -18,7 +20,7 @@ from chatledger.budgets import Budget
 from chatledger.handle import Handle
 from chatledger.round_trip import Recorded
 from chatledger.rows import ConversationInfo, StoredMessage, UsageRecord, UsageTotals
-from chatledger.streaming import AsyncStreamRecorder, StreamRecorder
+from chatledger.streaming import AsyncStreamRecorder, ChunkT, StreamRecorder
 from chatledger.tokens import TokenCounter
 from chatledger.window import StrategyArg, Window
 
@@ -31,6 +33,17 @@ Tools: TypeAlias = Sequence[Mapping[str, Any]] | None
 Meta: TypeAlias = Mapping[str, Any] | None
 Metas: TypeAlias = Sequence[Mapping[str, Any] | None] | None
 Budgets: TypeAlias = Budget | Sequence[Budget] | None
+#: a window's ``messages``: what ``client.chat.completions.create(messages=...)`` takes
+Messages: TypeAlias = list[ChatCompletionMessageParam]
+#: a ``stream=True`` response: ``openai.Stream`` for Conversation, ``openai.AsyncStream`` for
+#: AsyncConversation (one annotation, so that the twins keep one signature)
+Chunks: TypeAlias = Iterable[ChunkT] | AsyncIterable[ChunkT]
+
+
+def _sent(w: Window) -> Messages:
+    """The window's messages as the SDK's param type: each was validated against those very
+    TypedDicts (``chatledger.messages``) before it was stored."""
+    return cast(Messages, w.messages)
 
 
 class _Shell:
@@ -122,13 +135,16 @@ class Conversation(_Shell):
     @overload
     def window(self, strategy: StrategyArg = None, *, tools: Tools = None,
             tool_choice: Any = None, reserve: int = 0, explain: Literal[False] = False
-        ) -> list[dict[str, Any]]: ...
+        ) -> Messages: ...
     @overload
     def window(self, strategy: StrategyArg = None, *, tools: Tools = None,
             tool_choice: Any = None, reserve: int = 0, explain: Literal[True]) -> Window: ...
+    @overload
+    def window(self, strategy: StrategyArg = None, *, tools: Tools = None,
+            tool_choice: Any = None, reserve: int = 0, explain: bool) -> Messages | Window: ...
     def window(self, strategy: StrategyArg = None, *, tools: Tools = None,
             tool_choice: Any = None, reserve: int = 0, explain: bool = False
-            ) -> list[dict[str, Any]] | Window:
+            ) -> Messages | Window:
         """The ``messages`` to send this turn: valid for the API and within the strategy's
         budget, reading only the newest part of the history it needs.
 
@@ -138,7 +154,7 @@ class Conversation(_Shell):
         :class:`Window` says what was kept, summarised and dropped, with token counts.
         """
         w = self._run(op.window(self._h, strategy, tools, tool_choice, reserve))
-        return w if explain else w.messages
+        return w if explain else _sent(w)
 
     def request(self, strategy: StrategyArg = None, *, tools: Tools = None,
             budget: Budgets = None, **params: Any) -> dict[str, Any]:
@@ -160,8 +176,8 @@ class Conversation(_Shell):
             op.record(self._h, completion, choice, idempotency_key, metadata, prompt_tokens)
         )
 
-    def stream(self, stream: Any, *, choice: int = 0,
-            prompt_tokens: int | None = None) -> StreamRecorder:
+    def stream(self, stream: Chunks[ChunkT], *, choice: int = 0,
+            prompt_tokens: int | None = None) -> StreamRecorder[ChunkT]:
         """Wrap a ``stream=True`` response: iterate it to pass the chunks on; the reply is
         recorded when the stream ends, or what arrived (marked incomplete) when it breaks."""
 
@@ -170,17 +186,35 @@ class Conversation(_Shell):
                 return None
             return self.record(completion, choice=choice, prompt_tokens=prompt_tokens)
 
-        return StreamRecorder(stream, finish)
+        return StreamRecorder(cast(Iterable[ChunkT], stream), finish)
 
-    def chat(self, client: Any, message: object | None = None, *, strategy: StrategyArg = None,
-            tools: Tools = None, budget: Budgets = None, choice: int = 0, **params: Any) -> Any:
-        """One turn: append ``message`` (text means a user message), build the request, send it
-        with ``client`` (an ``openai.OpenAI``), record the reply and return the response. With
-        ``stream=True`` it returns a :class:`StreamRecorder` to iterate."""
-        out = self._run(op.chat(self._h, client, message, strategy, tools, budget, choice, params))
+    def _answer(self, out: op.ChatOutcome, choice: int
+            ) -> ChatCompletion | StreamRecorder[ChatCompletionChunk]:
         if out.stream:
             return self.stream(out.response, choice=choice, prompt_tokens=out.prompt_tokens)
-        return out.response
+        return cast(ChatCompletion, out.response)
+
+    @overload
+    def chat(self, client: Any, message: object | None = None, *, strategy: StrategyArg = None,
+            tools: Tools = None, budget: Budgets = None, choice: int = 0,
+            stream: Literal[False] | None = None, **params: Any) -> ChatCompletion: ...
+    @overload
+    def chat(self, client: Any, message: object | None = None, *, strategy: StrategyArg = None,
+            tools: Tools = None, budget: Budgets = None, choice: int = 0,
+            stream: Literal[True], **params: Any) -> StreamRecorder[ChatCompletionChunk]: ...
+    @overload
+    def chat(self, client: Any, message: object | None = None, *, strategy: StrategyArg = None,
+            tools: Tools = None, budget: Budgets = None, choice: int = 0, stream: bool,
+            **params: Any) -> ChatCompletion | StreamRecorder[ChatCompletionChunk]: ...
+    def chat(self, client: Any, message: object | None = None, *, strategy: StrategyArg = None,
+            tools: Tools = None, budget: Budgets = None, choice: int = 0, **params: Any
+            ) -> ChatCompletion | StreamRecorder[ChatCompletionChunk]:
+        """One turn: append ``message`` (text means a user message), build the request, send it
+        with ``client`` (an ``openai.OpenAI``), record the reply and return the response (the
+        SDK's ``ChatCompletion``). With ``stream=True`` it returns a :class:`StreamRecorder` to
+        iterate."""
+        turn = op.chat(self._h, client, message, strategy, tools, budget, choice, params)
+        return self._answer(self._run(turn), choice)
 
     def usage(self, *, since: datetime | None = None, until: datetime | None = None) -> UsageTotals:
         """Usage and cost of this conversation, ``since <= t < until``."""
@@ -227,14 +261,25 @@ class Conversation(_Shell):
         target._run(edits.edit(target._h, seq, message))
         return target
 
+    @overload
     def regenerate(self, client: Any, *, strategy: StrategyArg = None, tools: Tools = None,
-            budget: Budgets = None, choice: int = 0, **params: Any) -> Any:
+            budget: Budgets = None, choice: int = 0, stream: Literal[False] | None = None,
+            **params: Any) -> ChatCompletion: ...
+    @overload
+    def regenerate(self, client: Any, *, strategy: StrategyArg = None, tools: Tools = None,
+            budget: Budgets = None, choice: int = 0, stream: Literal[True],
+            **params: Any) -> StreamRecorder[ChatCompletionChunk]: ...
+    @overload
+    def regenerate(self, client: Any, *, strategy: StrategyArg = None, tools: Tools = None,
+            budget: Budgets = None, choice: int = 0, stream: bool,
+            **params: Any) -> ChatCompletion | StreamRecorder[ChatCompletionChunk]: ...
+    def regenerate(self, client: Any, *, strategy: StrategyArg = None, tools: Tools = None,
+            budget: Budgets = None, choice: int = 0, **params: Any
+            ) -> ChatCompletion | StreamRecorder[ChatCompletionChunk]:
         """Drop the newest reply (with its tool exchange) and ask again, as :meth:`chat`
         does; the usage of both replies stays in the ledger."""
-        out = self._run(edits.regenerate(self._h, client, strategy, tools, budget, choice, params))
-        if out.stream:
-            return self.stream(out.response, choice=choice, prompt_tokens=out.prompt_tokens)
-        return out.response
+        turn = edits.regenerate(self._h, client, strategy, tools, budget, choice, params)
+        return self._answer(self._run(turn), choice)
 
     def delete(self) -> None:
         """Delete the conversation with its messages and summaries (its usage rows stay)."""
@@ -278,16 +323,19 @@ class AsyncConversation(_Shell):
     @overload
     async def window(self, strategy: StrategyArg = None, *, tools: Tools = None,
             tool_choice: Any = None, reserve: int = 0, explain: Literal[False] = False
-        ) -> list[dict[str, Any]]: ...
+        ) -> Messages: ...
     @overload
     async def window(self, strategy: StrategyArg = None, *, tools: Tools = None,
             tool_choice: Any = None, reserve: int = 0, explain: Literal[True]) -> Window: ...
+    @overload
+    async def window(self, strategy: StrategyArg = None, *, tools: Tools = None,
+            tool_choice: Any = None, reserve: int = 0, explain: bool) -> Messages | Window: ...
     async def window(self, strategy: StrategyArg = None, *, tools: Tools = None,
             tool_choice: Any = None, reserve: int = 0, explain: bool = False
-            ) -> list[dict[str, Any]] | Window:
+            ) -> Messages | Window:
         """Async :meth:`Conversation.window`."""
         w = await self._run(op.window(self._h, strategy, tools, tool_choice, reserve))
-        return w if explain else w.messages
+        return w if explain else _sent(w)
 
     async def request(self, strategy: StrategyArg = None, *, tools: Tools = None,
             budget: Budgets = None, **params: Any) -> dict[str, Any]:
@@ -302,8 +350,8 @@ class AsyncConversation(_Shell):
             op.record(self._h, completion, choice, idempotency_key, metadata, prompt_tokens)
         )
 
-    def stream(self, stream: Any, *, choice: int = 0,
-            prompt_tokens: int | None = None) -> AsyncStreamRecorder:
+    def stream(self, stream: Chunks[ChunkT], *, choice: int = 0,
+            prompt_tokens: int | None = None) -> AsyncStreamRecorder[ChunkT]:
         """Wrap an async ``stream=True`` response (see :meth:`Conversation.stream`)."""
 
         async def finish(completion: dict[str, Any], broken: bool) -> Recorded | None:
@@ -311,17 +359,36 @@ class AsyncConversation(_Shell):
                 return None
             return await self.record(completion, choice=choice, prompt_tokens=prompt_tokens)
 
-        return AsyncStreamRecorder(stream, finish)
+        return AsyncStreamRecorder(cast(AsyncIterable[ChunkT], stream), finish)
 
-    async def chat(self, client: Any, message: object | None = None, *,
-            strategy: StrategyArg = None, tools: Tools = None, budget: Budgets = None,
-            choice: int = 0, **params: Any) -> Any:
-        """Async :meth:`Conversation.chat`, with an ``openai.AsyncOpenAI`` client."""
-        turn = op.chat(self._h, client, message, strategy, tools, budget, choice, params)
-        out = await self._run(turn)
+    def _answer(self, out: op.ChatOutcome, choice: int
+            ) -> ChatCompletion | AsyncStreamRecorder[ChatCompletionChunk]:
         if out.stream:
             return self.stream(out.response, choice=choice, prompt_tokens=out.prompt_tokens)
-        return out.response
+        return cast(ChatCompletion, out.response)
+
+    @overload
+    async def chat(self, client: Any, message: object | None = None, *,
+            strategy: StrategyArg = None, tools: Tools = None, budget: Budgets = None,
+            choice: int = 0, stream: Literal[False] | None = None, **params: Any
+            ) -> ChatCompletion: ...
+    @overload
+    async def chat(self, client: Any, message: object | None = None, *,
+            strategy: StrategyArg = None, tools: Tools = None, budget: Budgets = None,
+            choice: int = 0, stream: Literal[True], **params: Any
+            ) -> AsyncStreamRecorder[ChatCompletionChunk]: ...
+    @overload
+    async def chat(self, client: Any, message: object | None = None, *,
+            strategy: StrategyArg = None, tools: Tools = None, budget: Budgets = None,
+            choice: int = 0, stream: bool, **params: Any
+            ) -> ChatCompletion | AsyncStreamRecorder[ChatCompletionChunk]: ...
+    async def chat(self, client: Any, message: object | None = None, *,
+            strategy: StrategyArg = None, tools: Tools = None, budget: Budgets = None,
+            choice: int = 0, **params: Any
+            ) -> ChatCompletion | AsyncStreamRecorder[ChatCompletionChunk]:
+        """Async :meth:`Conversation.chat`, with an ``openai.AsyncOpenAI`` client."""
+        turn = op.chat(self._h, client, message, strategy, tools, budget, choice, params)
+        return self._answer(await self._run(turn), choice)
 
     async def usage(self, *, since: datetime | None = None,
             until: datetime | None = None) -> UsageTotals:
@@ -366,14 +433,24 @@ class AsyncConversation(_Shell):
         await target._run(edits.edit(target._h, seq, message))
         return target
 
+    @overload
     async def regenerate(self, client: Any, *, strategy: StrategyArg = None,
-            tools: Tools = None, budget: Budgets = None, choice: int = 0, **params: Any) -> Any:
+            tools: Tools = None, budget: Budgets = None, choice: int = 0,
+            stream: Literal[False] | None = None, **params: Any) -> ChatCompletion: ...
+    @overload
+    async def regenerate(self, client: Any, *, strategy: StrategyArg = None,
+            tools: Tools = None, budget: Budgets = None, choice: int = 0,
+            stream: Literal[True], **params: Any) -> AsyncStreamRecorder[ChatCompletionChunk]: ...
+    @overload
+    async def regenerate(self, client: Any, *, strategy: StrategyArg = None,
+            tools: Tools = None, budget: Budgets = None, choice: int = 0, stream: bool,
+            **params: Any) -> ChatCompletion | AsyncStreamRecorder[ChatCompletionChunk]: ...
+    async def regenerate(self, client: Any, *, strategy: StrategyArg = None,
+            tools: Tools = None, budget: Budgets = None, choice: int = 0, **params: Any
+            ) -> ChatCompletion | AsyncStreamRecorder[ChatCompletionChunk]:
         """Async :meth:`Conversation.regenerate`, with an ``openai.AsyncOpenAI`` client."""
         turn = edits.regenerate(self._h, client, strategy, tools, budget, choice, params)
-        out = await self._run(turn)
-        if out.stream:
-            return self.stream(out.response, choice=choice, prompt_tokens=out.prompt_tokens)
-        return out.response
+        return self._answer(await self._run(turn), choice)
 
     async def delete(self) -> None:
         """Async :meth:`Conversation.delete`."""

@@ -25,9 +25,12 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chatledger.errors import ChatLedgerError, InvalidArgumentError
+from chatledger.errors import ChatLedgerError, InvalidArgumentError, MissingDependencyError
+
+if TYPE_CHECKING:
+    from cryptography.fernet import Fernet, MultiFernet
 
 __all__ = [
     "PLAIN",
@@ -124,11 +127,19 @@ def _plaintext_read() -> None:
     )
 
 
-def _fernet_key(key: str | bytes, name: str) -> Any:
-    from cryptography.fernet import Fernet
-
+def _fernet_module() -> Any:
+    """``cryptography.fernet``, or the error that says how to install it."""
     try:
-        return Fernet(key)
+        from cryptography import fernet
+    except ImportError as exc:
+        raise MissingDependencyError(exc.name or "cryptography", "Encryption") from None
+    return fernet
+
+
+def _fernet_key(key: str | bytes, name: str) -> Fernet:
+    try:
+        fernet: Fernet = _fernet_module().Fernet(key)
+        return fernet
     except (ValueError, TypeError):
         raise InvalidArgumentError(name, "must be a 32-byte url-safe base64 Fernet key") from None
 
@@ -139,24 +150,20 @@ class Encryption(Codec):
     Keys are 32-byte url-safe base64 strings, as ``Encryption.generate_key()`` makes them.
     ``hash_key`` (same format) keys the hashes of idempotency keys; it defaults to the last
     (oldest) key and must stay the same for the life of the database.
-    Needs the ``cryptography`` package (``pip install chatledger[encryption]``).
+    Needs the ``cryptography`` package (``pip install 'chatledger[encryption]'``); without it,
+    :class:`~chatledger.errors.MissingDependencyError` says so.
     """
 
     encrypted = True
     _plaintext_flagged = False
 
     def __init__(self, keys: Sequence[str | bytes], *, hash_key: str | bytes | None = None) -> None:
-        try:
-            from cryptography.fernet import MultiFernet
-        except ImportError as exc:  # pragma: no cover - depends on the installation
-            raise InvalidArgumentError(
-                "encryption", "needs the cryptography package: pip install chatledger[encryption]"
-            ) from exc
+        multi = _fernet_module().MultiFernet
         if isinstance(keys, (str, bytes)) or not keys:
             raise InvalidArgumentError("keys", "must be a non-empty list of keys, newest first")
         fernets = [_fernet_key(key, f"keys[{i}]") for i, key in enumerate(keys)]
         self._newest = fernets[0]
-        self._fernet = MultiFernet(fernets)
+        self._fernet: MultiFernet = multi(fernets)
         secret = keys[-1] if hash_key is None else hash_key
         _fernet_key(secret, "hash_key")
         raw = base64.urlsafe_b64decode(secret)
@@ -164,9 +171,8 @@ class Encryption(Codec):
 
     @staticmethod
     def generate_key() -> str:
-        from cryptography.fernet import Fernet
-
-        return Fernet.generate_key().decode("ascii")
+        key: bytes = _fernet_module().Fernet.generate_key()
+        return key.decode("ascii")
 
     def encode(self, text: str) -> str:
         return PREFIX + self._fernet.encrypt(text.encode("utf-8")).decode("ascii")

@@ -20,6 +20,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidMessageError",
     "InvalidParameterError",
+    "MissingDependencyError",
     "PendingToolCallsError",
     "Problem",
     "SchemaVersionError",
@@ -89,6 +90,39 @@ class InvalidParameterError(ChatLedgerError, ValueError):
     def params(self) -> list[str]:
         """The parameters named by the problems."""
         return [p for p, _ in self.problems]
+
+
+# module -> (what to pip install, the chatledger extra that brings it)
+_PROVIDERS: dict[str, tuple[str, str | None]] = {
+    "psycopg": ("psycopg", "postgresql"),
+    "asyncpg": ("asyncpg", "postgresql"),
+    "pymysql": ("pymysql", "mysql"),
+    "aiomysql": ("aiomysql", "mysql"),
+    "aiosqlite": ("aiosqlite", "sqlite-async"),
+    "cryptography": ("cryptography", "encryption"),
+    "langchain_core": ("langchain-core", "langchain"),
+    "agents": ("openai-agents", "agents"),
+    "psycopg2": ("psycopg2-binary", None),
+    "asyncmy": ("asyncmy", None),
+    "MySQLdb": ("mysqlclient", None),
+}
+
+
+class MissingDependencyError(ChatLedgerError, ImportError):
+    """An optional package a feature needs is not installed (a database driver, cryptography,
+    a framework an integration adapts). The message says what to ``pip install``; it is an
+    ``ImportError`` too, so code that already catches those keeps working."""
+
+    def __init__(self, module: str, needed_for: str) -> None:
+        top = module.partition(".")[0]
+        package, extra = _PROVIDERS.get(top, (top, None))
+        self.package = package
+        self.extra = extra
+        self.install = f"pip install 'chatledger[{extra}]'" if extra else f"pip install {package}"
+        super().__init__(
+            f"{needed_for} needs the {package} package, which is not installed: {self.install}",
+            name=top,
+        )
 
 
 class BudgetExceededError(ChatLedgerError):

@@ -111,6 +111,11 @@ class _Shell(Generic[E]):
         )
         self._config.check_model(default_model)
         codec = _check_codec(encryption)
+        if isinstance(url, (Engine, AsyncEngine)) and not isinstance(url, self._engine_type):
+            wanted = "an Engine" if self._engine_type is Engine else "an AsyncEngine"
+            raise InvalidArgumentError(
+                "url", f"{type(self).__name__} takes {wanted} or a URL, got {type(url).__name__}"
+            )
         self._owns_engine = not isinstance(url, self._engine_type)
         make = type(self)._make_engine
         made = make(url, lock_timeout=lock_timeout, **engine_options) if self._owns_engine else url
@@ -160,9 +165,11 @@ class Ledger(_Shell[Engine], engine=Engine, make=make_sync_engine, driver=SyncDr
         """Get the conversation ``id``, or create it if it does not exist.
 
         The other arguments describe a new conversation (its first message is ``system``); an
-        existing one is returned as stored, like ``dict.setdefault``. Use
-        :meth:`Conversation.update` to change one. A conversation is ``(owner, id)``: owners
-        each have their own ``"default"``, and ``owner=None`` is the conversation with no owner.
+        existing one is returned as stored, like ``dict.setdefault``, and a ``model`` or
+        ``system`` that differs from what is stored is logged as a warning (logger
+        ``"chatledger"``). Use :meth:`Conversation.update` to change one. A conversation is
+        ``(owner, id)``: owners each have their own ``"default"``, and ``owner=None`` is the
+        conversation with no owner.
         """
         how = op.Opening(model, system, title, metadata)
         return self._open(self._driver.run(op.get_or_create(self._config, id, owner, how)))

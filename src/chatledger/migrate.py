@@ -4,7 +4,7 @@
 ``Ledger(create_tables=True)`` is already recorded at the newest revision. Migrations ship
 inside the package and touch only ``chatledger_*`` tables, keeping their own version table,
 so they live beside an application's own Alembic history without meeting it.
-Needs the ``alembic`` package (``pip install chatledger[migrations]``).
+Alembic is one of chatledger's own dependencies: this works on a plain install.
 
 Upgrades hold the schema lock (see ``store/locks.py``), the same one a ledger takes when it
 creates tables: any number of upgrades and starting applications may run at once, and all of
@@ -14,9 +14,15 @@ chatledger) raises :class:`SchemaVersionError`, one line, instead of a traceback
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import URL, Connection, Engine
 
 from chatledger.encryption import Codec, Encryption, RotationReport
@@ -34,12 +40,6 @@ _MIGRATION_LOCK_TIMEOUT = 600.0
 
 
 def _config(connection: Connection) -> Any:
-    try:
-        from alembic.config import Config
-    except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise InvalidArgumentError(
-            "migrations", "need the alembic package: pip install chatledger[migrations]"
-        ) from exc
     cfg = Config()
     cfg.set_main_option("script_location", str(_HERE))
     cfg.attributes["connection"] = connection
@@ -53,16 +53,12 @@ def _engine(target: str | URL | Engine) -> tuple[Engine, bool]:
 
 
 def _revision(conn: Connection) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
     ctx = MigrationContext.configure(conn, opts={"version_table": _VERSION_TABLE})
     return ctx.get_current_revision()
 
 
 def _known(at: str | None) -> None:
     """Refuse a database at a revision these migrations do not contain."""
-    from alembic.script import ScriptDirectory
-
     script = ScriptDirectory(str(_HERE))
     if at is not None and at not in {r.revision for r in script.walk_revisions()}:
         raise SchemaVersionError(
@@ -73,10 +69,10 @@ def _known(at: str | None) -> None:
 
 
 def upgrade(target: str | URL | Engine, revision: str = "head") -> str | None:
-    """Migrate the database to ``revision`` (the newest by default); returns where it is now."""
-    from alembic import command
-    from alembic.util import CommandError
-
+    """Migrate the database to ``revision`` (the newest by default); returns where it is now.
+    A revision these migrations do not ship is an :class:`InvalidArgumentError`, before the
+    database is touched."""
+    _check_target(revision)
     engine, owned = _engine(target)
     sqlite = engine.dialect.name == "sqlite"
     try:
@@ -113,10 +109,23 @@ def current(target: str | URL | Engine) -> str | None:
             engine.dispose()
 
 
+def _check_target(revision: object) -> None:
+    if not isinstance(revision, str) or not revision:
+        raise InvalidArgumentError("revision", "must be a revision id such as 'head'")
+    if revision in ("head", "heads", "base") or re.search(r"[+-]\d+$", revision):
+        return  # relative steps ("+1", "head-1") are Alembic's to resolve
+    script = ScriptDirectory(str(_HERE))
+    try:
+        script.get_revision(revision)
+    except CommandError:
+        known = ", ".join(sorted(r.revision for r in script.walk_revisions()))
+        raise InvalidArgumentError(
+            "revision", f"{revision!r} is not a chatledger revision (these ship: head, {known})"
+        ) from None
+
+
 def heads() -> list[str]:
     """The newest revision(s) this version of chatledger ships."""
-    from alembic.script import ScriptDirectory
-
     script = ScriptDirectory(str(_HERE))
     return list(script.get_heads())
 

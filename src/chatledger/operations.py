@@ -8,6 +8,7 @@ these generators with a blocking or an async driver, so a rule fixed here is fix
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -424,14 +425,71 @@ def get(cid: str, owner: str | None) -> Op[Loaded]:
     return (yield from reading(lambda c: conv_store.find_conversation(c, cid, owner)))
 
 
+def _first_difference(a: str, b: str) -> int:
+    return next(
+        (i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b))
+    )
+
+
+def _differences(info: ConversationInfo, how: Opening, stored_system: str | None) -> list[str]:
+    """What ``how`` asks for that the stored conversation is not: the model, the system prompt
+    (by length and where they part, never the text: prompts can hold what logs must not)."""
+    out = []
+    if how.model is not None and how.model != info.model:
+        out.append(
+            f"model={how.model!r} differs from the stored model {info.model!r} "
+            "(conv.update(model=...) changes it)"
+        )
+    if isinstance(how.system, str) and how.system != stored_system:
+        if stored_system is None:
+            out.append(
+                "system= was given but the stored conversation starts with no system or "
+                "developer message (update() cannot add one; create a new conversation with "
+                "system=...)"
+            )
+        else:
+            out.append(
+                f"system= ({len(how.system)} characters) differs from the stored system prompt "
+                f"({len(stored_system)} characters) from character "
+                f"{_first_difference(how.system, stored_system)} on "
+                "(conv.update(system=...) changes it)"
+            )
+    return out
+
+
+def _existing(cid: str, owner: str | None, how: Opening) -> Op[Loaded]:
+    """``get``, and a warning when the caller describes the conversation differently than it
+    is stored: get-or-create never changes one, and a new prompt silently unused is a bug."""
+    check_id(cid, "id")
+    if owner is not None:
+        check_id(owner, "owner")
+    want_system = isinstance(how.system, str)
+
+    def run(c: Connection) -> tuple[Loaded, str | None]:
+        loaded = conv_store.find_conversation(c, cid, owner)
+        pinned = loaded.info.prefix_seq > 0  # seq 1 is then a system or developer message
+        text = msg_store.first_system_text(c, loaded.pk) if want_system and pinned else None
+        return loaded, text
+
+    loaded, stored_system = yield from reading(run)
+    differs = _differences(loaded.info, how, stored_system)
+    if differs:
+        logging.getLogger("chatledger").warning(
+            "conversation %r exists and get-or-create returns it as stored: %s",
+            cid,
+            "; ".join(differs),
+        )
+    return loaded
+
+
 def get_or_create(
     config: LedgerConfig, cid: str | None, owner: str | None, how: Opening
 ) -> Op[Loaded]:
     """The conversation ``cid``, created as described if it does not exist; an existing one
-    is returned as stored, like ``dict.setdefault``."""
+    is returned as stored, like ``dict.setdefault`` (with a warning naming what differs)."""
     if cid is not None:
         try:
-            return (yield from get(cid, owner))
+            return (yield from _existing(cid, owner, how))
         except ConversationNotFoundError:
             pass
     try:
@@ -439,7 +497,7 @@ def get_or_create(
     except ConversationExistsError:
         if cid is None:
             raise
-        return (yield from get(cid, owner))  # created by another worker since we looked
+        return (yield from _existing(cid, owner, how))  # created by another worker since
 
 
 def delete_by_id(cid: str, owner: str | None) -> Op[None]:

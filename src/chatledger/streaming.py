@@ -11,12 +11,15 @@ not finish are left out, so the stored message is always one the API accepts bac
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Generic, Self
 
 from pydantic import BaseModel
+from typing_extensions import TypeVar
+
+from chatledger.round_trip import Recorded
 
 __all__ = ["AsyncStreamRecorder", "StreamAccumulator", "StreamRecorder"]
 
@@ -118,22 +121,25 @@ class StreamAccumulator:
         return out
 
 
-Finish = Callable[[dict[str, Any], bool], Any]
+#: records the completion a stream added up to (and whether it broke); None: nothing stored
+Finish = Callable[[dict[str, Any], bool], Recorded | None]
+#: the chunks a recorder passes on: ``ChatCompletionChunk`` for the openai SDK's streams
+ChunkT = TypeVar("ChunkT", default=Any)
 
 
 class _Recorder:
-    """What both recorders hold: the stream, what arrived, and what was recorded."""
+    """What both recorders hold: what arrived, and what was recorded."""
 
-    def __init__(self, stream: Any, finish: Any) -> None:
-        self._stream = stream
-        self._finish = finish
+    def __init__(self) -> None:
         self.accumulator = StreamAccumulator()
         self.finished = False
-        self.record: Any = None
+        #: the stored reply and its usage once the stream ended (None before, or if nothing
+        #: arrived)
+        self.record: Recorded | None = None
         self.error: BaseException | None = None
 
 
-class StreamRecorder(_Recorder):
+class StreamRecorder(_Recorder, Generic[ChunkT]):
     """Iterate it to pass the chunks on; when the stream ends the reply is recorded.
 
     Use it as a context manager (``with conv.stream(...) as s: for chunk in s: ...``) so
@@ -141,8 +147,10 @@ class StreamRecorder(_Recorder):
     ``record`` holds the stored message afterwards (None when nothing arrived).
     """
 
-    def __init__(self, stream: Any, finish: Finish) -> None:
-        super().__init__(stream, finish)
+    def __init__(self, stream: Iterable[ChunkT], finish: Finish) -> None:
+        super().__init__()
+        self._stream = stream
+        self._finish = finish
 
     def _done(self, broken: bool) -> None:
         if self.finished:
@@ -150,7 +158,7 @@ class StreamRecorder(_Recorder):
         self.finished = True
         self.record = self._finish(self.accumulator.completion(broken=broken), broken)
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[ChunkT]:
         try:
             for chunk in self._stream:
                 self.accumulator.add(chunk)
@@ -181,14 +189,16 @@ class StreamRecorder(_Recorder):
         self.close()
 
 
-AsyncFinish = Callable[[dict[str, Any], bool], Any]
+AsyncFinish = Callable[[dict[str, Any], bool], Awaitable[Recorded | None]]
 
 
-class AsyncStreamRecorder(_Recorder):
+class AsyncStreamRecorder(_Recorder, Generic[ChunkT]):
     """The async twin of :class:`StreamRecorder` (``async with`` / ``async for``)."""
 
-    def __init__(self, stream: Any, finish: AsyncFinish) -> None:
-        super().__init__(stream, finish)
+    def __init__(self, stream: AsyncIterable[ChunkT], finish: AsyncFinish) -> None:
+        super().__init__()
+        self._stream = stream
+        self._finish = finish
 
     async def _done(self, broken: bool) -> None:
         if self.finished:
@@ -201,7 +211,7 @@ class AsyncStreamRecorder(_Recorder):
         )
         self.record = await asyncio.shield(self._recording)
 
-    async def __aiter__(self) -> AsyncIterator[Any]:
+    async def __aiter__(self) -> AsyncIterator[ChunkT]:
         try:
             async for chunk in self._stream:
                 self.accumulator.add(chunk)
