@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from sqlalchemy import create_engine, make_url, select, text
+from sqlalchemy import create_engine, make_url, select, text, update
 
 import chatledger as cl
 from chatledger.backup import (
@@ -108,6 +108,11 @@ def state(ledger: cl.Ledger, owner: str) -> list[Any]:
 def test_round_trip_every_field(db_url: str, uid: str) -> None:
     with cl.Ledger(db_url) as ledger:
         build(ledger, uid)
+        with ledger.engine.begin() as conn:  # columns no public call sets directly
+            c, u = conversations.c, completions.c
+            is_main = (c.owner == uid) & (c.id == "z-main")
+            conn.execute(update(conversations).where(is_main).values(window_start=3))
+            conn.execute(update(completions).where(u.owner == uid).values(cache_write_tokens=5))
         before, first = state(ledger, uid), export(ledger, owner=uid)
         spent = ledger.usage(owner=uid)
         ledger.delete_owner(uid)
@@ -123,6 +128,7 @@ def test_round_trip_every_field(db_url: str, uid: str) -> None:
     fork, waiting, main = lines
     assert (fork["parent"], fork["forked_at"]) == ("z-main", 6)
     assert main["title"] == "Trip" and main["metadata"] == {"b": 1, "a": [1]}
+    assert main["window_start"] == 3 and main["usage"][0]["cache_write_tokens"] == 5
     assert (
         main["summaries"][0]["text"] == f"{SECRET}: {main['summaries'][0]['upto_seq'] - 1} folded"
     )

@@ -175,9 +175,7 @@ def read_conversation(conn: Connection, pk: int, *, snapshot: bool = False) -> C
         )
         for r in found
     ]
-    rows = conn.execute(
-        select(*USAGE_COLUMNS, _u.idempotency_key).where(_u.conversation_pk == pk).order_by(_u.pk)
-    ).all()
+    rows = conn.execute(_USAGE, {"p_pk": pk}).all()
     n = len(USAGE_COLUMNS)
     usage = [
         (to_usage(r[:n], codec), r[-1], dict(zip(USAGE_EXTRAS, r[n:-1], strict=True))) for r in rows
