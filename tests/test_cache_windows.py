@@ -6,6 +6,7 @@ PostgreSQL for both twins; the checks recompute everything from the stored histo
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import textwrap
@@ -164,8 +165,8 @@ def test_held_start_until_it_no_longer_fits(ledger: AnyLedger) -> None:
         starts.append(w.kept.first)
         plain_starts.append(conv.window(plain, explain=True).kept.first)
         conv.request(stable)
-    moves = sum(a != b for a, b in zip(starts, starts[1:], strict=False))
-    plain_moves = sum(a != b for a, b in zip(plain_starts, plain_starts[1:], strict=False))
+    moves = sum(a != b for a, b in itertools.pairwise(starts))
+    plain_moves = sum(a != b for a, b in itertools.pairwise(plain_starts))
     assert plain_moves >= 25  # the sliding window moves nearly every turn once full
     assert 2 <= moves <= plain_moves // 4
     # a bare window() does not move the remembered start

@@ -106,7 +106,21 @@ def test_request_is_ready_for_the_sdk(
         seed=7,
         user=None,
     )
-    assert set(kwargs) == {"model", "messages", "response_format", "max_completion_tokens", "seed"}
+    assert set(kwargs) == {
+        "model",
+        "messages",
+        "response_format",
+        "max_completion_tokens",
+        "seed",
+        "prompt_cache_key",
+    }
+    # one cache key per conversation, which names neither the id nor the owner
+    assert kwargs["prompt_cache_key"] == conv.request()["prompt_cache_key"]
+    assert uid not in kwargs["prompt_cache_key"] and len(kwargs["prompt_cache_key"]) <= 64
+    assert "prompt_cache_key" not in conv.request(prompt_cache_key=None)
+    assert conv.request(prompt_cache_key="mine")["prompt_cache_key"] == "mine"
+    with pytest.raises(cl.InvalidParameterError, match="prompt_cache_key"):
+        conv.request(prompt_cache_key="k" * 65)
     assert cl.count_tokens(kwargs["messages"], "gpt-4o-mini") <= 1000 - 300
     client.chat.completions.create(**kwargs)
     assert server.requests[0]["seed"] == 7

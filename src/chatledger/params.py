@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
 import inspect
 import math
 import re
@@ -44,7 +45,12 @@ from typing_extensions import is_typeddict
 from chatledger.errors import InvalidParameterError
 from chatledger.sdk_schema import Issue, SdkSchema, describe, explain, path, validate
 
-__all__ = ["ACCEPTED_PARAMS", "validate_params"]
+__all__ = [
+    "ACCEPTED_PARAMS",
+    "PROMPT_CACHE_KEY_MAX_LENGTH",
+    "conversation_cache_key",
+    "validate_params",
+]
 
 # --- Limits -------------------------------------------------------------------------------
 # Sources: the OpenAI API reference for POST /v1/chat/completions (the OpenAPI schema
@@ -78,6 +84,8 @@ METADATA_MAX_KEY_LENGTH: Final = 64
 METADATA_MAX_VALUE_LENGTH: Final = 512
 #: safety_identifier: "with a maximum length of 128 characters"
 SAFETY_IDENTIFIER_MAX_LENGTH: Final = 128
+#: prompt_cache_key: the API refuses keys over 64 characters
+PROMPT_CACHE_KEY_MAX_LENGTH: Final = 64
 #: seed is a signed 64-bit integer (OpenAPI: minimum -2**63, maximum 2**63 - 1)
 SEED_RANGE: Final = (-(2**63), 2**63 - 1)
 
@@ -86,6 +94,14 @@ _CLIENT_OPTIONS: Final = frozenset({"extra_headers", "extra_query", "extra_body"
 # Parameters where None means something other than "not given" (``timeout=None`` disables the
 # SDK's timeout), so None is kept.
 _NONE_IS_MEANINGFUL: Final = frozenset({"timeout"})
+
+
+def conversation_cache_key(owner: str | None, conversation_id: str) -> str:
+    """The ``prompt_cache_key`` a conversation's requests carry unless told otherwise: one per
+    conversation, so that its requests reach the same cache; a hash, so that no id or owner
+    (which may be an email) is sent to the provider."""
+    digest = hashlib.sha256(f"{owner or ''}\x1f{conversation_id}".encode()).hexdigest()
+    return f"chatledger-{digest[:40]}"
 
 
 def _accepted_params() -> frozenset[str]:
@@ -160,6 +176,7 @@ _FIELDS: Final[dict[tuple[Any, str], Any]] = {
         Len(0, METADATA_MAX_KEYS),
     ],
     (_Base, "safety_identifier"): Annotated[str, Len(0, SAFETY_IDENTIFIER_MAX_LENGTH)],
+    (_Base, "prompt_cache_key"): Annotated[str, Len(0, PROMPT_CACHE_KEY_MAX_LENGTH)],
     (_Base, "tools"): Annotated[_SDK_TOOLS, Len(1, MAX_TOOLS)],
     (_Base, "functions"): Annotated[_SDK_FUNCTIONS, Len(1, MAX_FUNCTIONS)],
     (FunctionDefinition, "name"): _Name,

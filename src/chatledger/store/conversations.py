@@ -105,9 +105,7 @@ def update_conversation(conn: Connection, pk: int, values: dict[str, Any], shown
 
 def set_window_start(conn: Connection, pk: int, start: int) -> None:
     """Remember where the window just sent started (a hint: no lock, the last writer wins)."""
-    conn.execute(
-        update(conversations).where(conversations.c.pk == pk).values(window_start=start)
-    )
+    conn.execute(update(conversations).where(conversations.c.pk == pk).values(window_start=start))
 
 
 def list_conversations(
