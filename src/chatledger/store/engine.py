@@ -33,7 +33,15 @@ _ASYNC_DRIVERS = {
 }
 _ASYNC_NAMES = {"asyncpg", "psycopg", "psycopg_async", "aiomysql", "asyncmy", "aiosqlite"}
 # SQLAlchemy's sync-only drivers: given to AsyncLedger, their backend's async driver is used
-_SYNC_ONLY = {"psycopg2", "pg8000", "pymysql", "mysqldb", "mysqlconnector", "pysqlite"}
+_SYNC_ONLY = {
+    "psycopg2",
+    "pg8000",
+    "pymysql",
+    "mysqldb",
+    "mysqlconnector",
+    "mariadbconnector",
+    "pysqlite",
+}
 
 
 _URL_FORM = "must be a database URL such as sqlite:///chat.db or postgresql://user@host/db"
@@ -156,6 +164,8 @@ def _create(make: Any, u: URL, options: dict[str, Any]) -> Any:
         raise MissingDependencyError(module, f"{twin} on {u.drivername}") from None
     except (TypeError, sa_exc.ArgumentError) as exc:
         raise InvalidArgumentError("engine_options", str(exc)) from None
+    except sa_exc.InvalidRequestError as exc:  # e.g. a sync-only driver for AsyncLedger
+        raise InvalidArgumentError("url", str(exc)) from None
 
 
 def make_sync_engine(url: str | URL, *, lock_timeout: float = 30.0, **options: Any) -> Engine:
