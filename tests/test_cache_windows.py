@@ -13,11 +13,14 @@ import textwrap
 import uuid
 from typing import Any
 
+import openai
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import chatledger as cl
+from fake_prompt_cache import PromptCache
+from openai_server import FakeOpenAI
 from strategies import conversations, rounds
 from test_window_property import TOOLS, deterministic_summarizer, prefix_len, valid_starts
 from twins import AnyLedger
@@ -255,3 +258,28 @@ def test_arguments_are_checked() -> None:
     for kwargs in ({"keep": -1}, {"step": 0}, {"placeholder": ""}, {"keep": True}):
         with pytest.raises(cl.InvalidArgumentError):
             cl.ClearToolResults(**kwargs)
+
+
+def test_cache_hits_through_the_sdk(
+    ledger: AnyLedger, server: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    """End to end under the test server's simulated prompt cache: once the budget starts
+    trimming, most StablePrefix turns are served from cache, and plain TokenBudget's are not;
+    ``record()`` stores the cached tokens the API reported."""
+    server.prompt_cache = PromptCache()
+    shares = {}
+    for name, strategy in (
+        ("stable", cl.StablePrefix(cl.TokenBudget(3000), low_water=0.6)),
+        ("plain", cl.TokenBudget(3000)),
+    ):
+        conv = ledger.conversation(uuid.uuid4().hex, model="gpt-4o", system="Be brief.")
+        for i in range(30):
+            w = conv.window(strategy, explain=True)
+            conv.chat(client, f"question {i} " + "word " * 200, strategy=strategy)
+        assert w.dropped.count > 0  # trimming began well before the last turns
+        records = conv.usage_records()
+        assert len(records) == 30
+        trimmed = sorted(records, key=lambda r: r.created_at)[-12:]
+        shares[name] = sum(r.cached_tokens > 0 for r in trimmed) / len(trimmed)
+    assert shares["stable"] >= 0.7
+    assert shares["plain"] <= 0.2
