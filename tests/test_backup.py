@@ -205,7 +205,8 @@ def test_atomic_per_conversation(db_url: str, uid: str) -> None:
         }
     )
     lines[2] = json.dumps(bad)
-    data = "\n".join([json.dumps({"format": FORMAT_NAME, "version": 1}), *lines]) + "\n"
+    header = "\ufeff" + json.dumps({"format": FORMAT_NAME, "version": 1})  # with a BOM
+    data = "\r\n".join([header, *lines]) + "\r\n"
     with cl.Ledger(db_url) as ledger:
         report = restore(ledger, data)
         assert report.imported == 3

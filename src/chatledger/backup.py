@@ -582,6 +582,7 @@ def import_jsonl(
             continue
         if first:
             first = False
+            text = text.removeprefix("\ufeff")  # a byte order mark some editors write
             if _header(text, format):
                 continue
         importer.line(n, text)
