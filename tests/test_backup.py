@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, make_url, select, text, update
 
 import chatledger as cl
@@ -472,13 +473,17 @@ def test_encrypted_ledgers(private_url: str, uid: str, tmp_path: Path) -> None:
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(history=histories(max_rounds=4))
+@given(history=histories(max_rounds=4), tagged=st.booleans(), title=st.none() | st.text())
 def test_property_export_import_export_is_identity(
-    history: list[dict[str, Any]], tmp_path: Path
+    history: list[dict[str, Any]], tagged: bool, title: str | None, tmp_path: Path
 ) -> None:
     owner = uuid.uuid4().hex[:12]
+    title = None if title is None else title.replace("\x00", "")
     with cl.Ledger(f"sqlite:///{tmp_path / 'prop.db'}") as ledger:
-        ledger.create("h", owner=owner).extend(history)
+        conv = ledger.create("h", owner=owner, title=title, metadata={"t": title})
+        metas = [{"i": i, "s": "é𝄞"} if i % 2 else None for i in range(len(history))]
+        key = "run-1" if tagged else None
+        conv.extend(history, metadata=metas if tagged else None, idempotency_key=key)
         first = export(ledger, owner=owner)
         ledger.delete_owner(owner)
         assert restore(ledger, first).imported == 1
