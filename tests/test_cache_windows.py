@@ -165,6 +165,7 @@ def test_held_start_until_it_no_longer_fits(ledger: AnyLedger) -> None:
         )
         w = conv.window(stable, explain=True)
         assert w.prompt_tokens <= 600
+        assert w.predicted_cached_tokens == 0  # under 1,024 tokens nothing is cached
         starts.append(w.kept.first)
         plain_starts.append(conv.window(plain, explain=True).kept.first)
         conv.request(stable)
@@ -177,6 +178,36 @@ def test_held_start_until_it_no_longer_fits(ledger: AnyLedger) -> None:
     before = conv.info.window_start
     conv.window(stable)
     assert conv.info.window_start == before
+
+
+def test_explain_predicts_the_cached_prefix(ledger: AnyLedger) -> None:
+    conv = ledger.conversation(uuid.uuid4().hex, model="gpt-4o", system="Be brief.")
+    stable, plain = cl.StablePrefix(cl.TokenBudget(4000)), cl.TokenBudget(4000)
+    held = moved = 0
+    for i in range(40):
+        conv.extend(
+            [
+                {"role": "user", "content": f"q{i} " + "w " * 60},
+                {"role": "assistant", "content": f"a{i} " + "w " * 60},
+            ]
+        )
+        conv.append({"role": "user", "content": f"next {i}"})
+        w = conv.window(stable, explain=True)
+        if w.held:
+            held += 1
+            # everything before the newest round, in steps of 128
+            before = w.prompt_tokens - cl.count_tokens(w.messages[-1:], "gpt-4o")
+            expected = (before // 128) * 128 if before >= 1024 else 0
+            assert abs(w.predicted_cached_tokens - expected) <= 128
+            assert w.predicted_cached_tokens % 128 == 0
+            assert "start held" in str(w)
+        p = conv.window(plain, explain=True)
+        if p.dropped.count:
+            moved += 1
+            assert p.predicted_cached_tokens == 0  # a sliding window shares only the prefix
+        conv.request(stable)
+        conv.append({"role": "assistant", "content": "ok"})
+    assert held >= 20 and moved >= 10
 
 
 def test_clear_tool_results_steps_and_keeps_pairs(ledger: AnyLedger) -> None:

@@ -19,9 +19,9 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias, cast, runtime_checkable
 
-from chatledger.errors import ChatLedgerError, InvalidArgumentError, PendingToolCallsError
-from chatledger.rows import Entry, Lookback, Snapshot, StoredMessage
-from chatledger.tokens import TokenCounter, system_text
+from chatledger.errors import ChatLedgerError, InvalidArgumentError
+from chatledger.rows import Entry, Lookback, StoredMessage
+from chatledger.tokens import TokenCounter
 
 __all__ = [
     "Around",
@@ -39,7 +39,6 @@ __all__ = [
     "StrategyArg",
     "SummaryPart",
     "Window",
-    "WindowJob",
     "WindowView",
     "budget_of",
     "chain_of",
@@ -241,18 +240,18 @@ def flatten(chain: Sequence[Strategy]) -> list[Strategy]:
     return out
 
 
-def _for_model(s: Strategy, model: str) -> Strategy:
+def for_model(s: Strategy, model: str) -> Strategy:
     """A strategy whose thresholds are fractions of a context window, in tokens for ``model``
     (anything with ``for_model``; the others as they are)."""
     if isinstance(s, Around):
-        return s.with_inner([_for_model(i, model) for i in s.inner])
+        return s.with_inner([for_model(i, model) for i in s.inner])
     resolve = getattr(s, "for_model", None)
     return cast(Strategy, resolve(model)) if callable(resolve) else s
 
 
-def _with_reserve(s: Strategy, reserve: int) -> Strategy:
+def with_reserve(s: Strategy, reserve: int) -> Strategy:
     if isinstance(s, Around):
-        return s.with_inner([_with_reserve(i, reserve) for i in s.inner])
+        return s.with_inner([with_reserve(i, reserve) for i in s.inner])
     return s.with_reserve(reserve) if isinstance(s, Budgeted) else s
 
 
@@ -327,6 +326,8 @@ class Plan:
     summary_failed: bool = False
     steps: list[str] = field(default_factory=list)
     allowed: int | None = None
+    #: a wrapper held the previous request's start
+    held: bool = False
 
 
 def plan_window(
@@ -366,6 +367,7 @@ def _apply(
                 view.move_to(fold.upto_seq + 1, s.tokens if s else 0, s.upto_seq if s else 0)
         if isinstance(strategy, Around):
             if strategy.enter(view):
+                plan.held = True
                 plan.steps.append(f"{strategy!r}: held the tail from seq {view.start}")
                 continue
             yield from _apply(strategy.inner, view, plan, counter)
@@ -437,6 +439,12 @@ class Window:
     rewritten: tuple[int, ...] = ()
     #: a strategy holds the start still between requests: a request remembers ``kept.first``
     anchored: bool = False
+    #: the start of the previous request was held (the tail only grew since)
+    held: bool = False
+    #: the prompt tokens this request should find in the provider's cache (OpenAI's rule:
+    #: the unchanged beginning, from 1,024 tokens in steps of 128): tools, the pinned prefix,
+    #: a stored summary, and, when held, the tail before the newest round
+    predicted_cached_tokens: int = 0
     #: the stored messages the window carries (prefix and kept tail, not the summary), with
     #: their seqs, counts and metadata
     records: tuple[StoredMessage, ...] = ()
@@ -480,144 +488,9 @@ class Window:
             f"  overhead    {self.overhead_tokens} tokens (reply priming, tools)",
             f"  read        {self.rows_read} rows",
         ]
+        lines.append(
+            f"  cache       about {self.predicted_cached_tokens} tokens served from the prompt "
+            f"cache ({'start held' if self.held else 'start moved or not held'})"
+        )
         lines += [f"  step        {s}" for s in self.steps]
         return "\n".join(lines)
-
-
-@dataclass
-class WindowJob:
-    """One window being built: the chain, what to read, and how to turn the plan into a result."""
-
-    chain: list[Strategy]
-    lookback: Lookback | None
-    with_summary: bool
-    counter: TokenCounter
-    tools: Sequence[Mapping[str, Any]] | None
-    tool_choice: Any
-
-    @classmethod
-    def start(
-        cls,
-        strategy: StrategyArg,
-        counter: TokenCounter,
-        tools: Sequence[Mapping[str, Any]] | None,
-        tool_choice: Any,
-        reserve: int = 0,
-    ) -> WindowJob:
-        chain = [_for_model(s, counter.model) for s in chain_of(strategy)]
-        if reserve:
-            chain = [_with_reserve(s, reserve) for s in chain]
-        folds = any(isinstance(s, Folding) for s in flatten(chain))
-        return cls(chain, combined_lookback(chain), folds, counter, tools, tool_choice)
-
-    def view(self, snap: Snapshot, conversation_id: str) -> WindowView:
-        """What the strategies see, from what the store read; refuses open tool calls."""
-        info = snap.loaded.info
-        if info.pending_tool_calls:
-            raise PendingToolCallsError(conversation_id, info.pending_tool_calls)
-        prefix_msgs = [r.message for r in snap.prefix]
-        system = system_text(prefix_msgs)
-        # with no system text in the prefix the definitions may join a later message, which
-        # costs less: plan with the dearer figure, report the exact one
-        overhead = self.counter.priming + self.counter.tools(
-            self.tools, system=system, tool_choice=self.tool_choice
-        )
-        return WindowView(
-            model=self.counter.model,
-            last_seq=info.last_seq,
-            prefix_tokens=snap.prefix[-1].cumulative_tokens if snap.prefix else 0,
-            overhead_tokens=overhead,
-            summary_tokens=0,
-            summary_upto=0,
-            start=snap.start,
-            entries=snap.entries,
-            start_tokens=snap.start_tokens,
-            anchor=info.window_start,
-        )
-
-    def result(
-        self,
-        snap: Snapshot,
-        view: WindowView,
-        plan: Plan,
-        tail: list[StoredMessage],
-        rows_read: int,
-    ) -> Window:
-        info = snap.loaded.info
-        messages = [r.message for r in snap.prefix]
-        summary = plan.summary
-        if summary is not None and not plan.summary_dropped:
-            messages.append(summary.message)
-        sent, tail_tokens, rewritten = self._rewrite(tail)
-        messages.extend(sent)
-        overhead = self.counter.priming + self.counter.tools(
-            self.tools, system=system_text(messages), tool_choice=self.tool_choice
-        )
-        prefix_tokens = snap.prefix[-1].cumulative_tokens if snap.prefix else 0
-        summary_tokens = summary.tokens if summary and not plan.summary_dropped else 0
-        covered = summary.upto_seq if summary is not None else info.prefix_seq
-        first_after = info.prefix_seq + 1
-
-        def tokens_from(seq: int) -> int | None:
-            if seq == first_after:
-                return info.token_total - prefix_tokens
-            if seq == snap.start:
-                return snap.start_tokens
-            try:
-                return view.tail_tokens(seq)
-            except ValueError:
-                return None
-
-        after_summary = tokens_from(covered + 1)
-        summarized_tokens = (
-            None if after_summary is None else info.token_total - prefix_tokens - after_summary
-        )
-        stored_tail = sum(r.tokens for r in tail)
-        dropped_tokens = None if after_summary is None else after_summary - stored_tail
-        return Window(
-            messages=messages,
-            prompt_tokens=prefix_tokens + summary_tokens + tail_tokens + overhead,
-            model=self.counter.model,
-            allowed=plan.allowed,
-            overhead_tokens=overhead,
-            prefix=Span.of(1, info.prefix_seq, prefix_tokens),
-            summary=summary,
-            summary_dropped=plan.summary_dropped,
-            summary_failed=plan.summary_failed,
-            summarized=Span.of(first_after, covered, summarized_tokens),
-            dropped=Span.of(max(first_after, covered + 1), plan.start - 1, dropped_tokens),
-            kept=Span.of(plan.start, info.last_seq, tail_tokens),
-            steps=tuple(plan.steps),
-            rows_read=rows_read,
-            rewritten=rewritten,
-            anchored=any(isinstance(s, Around) for s in flatten(self.chain)),
-            records=(*snap.prefix, *tail),
-        )
-
-    def _rewrite(
-        self, tail: list[StoredMessage]
-    ) -> tuple[list[dict[str, Any]], int, tuple[int, ...]]:
-        """The tail as sent, its tokens, and the seqs a rewriting strategy replaced (only
-        where the replacement costs fewer tokens than the stored message)."""
-        sent = [r.message for r in tail]
-        tokens = [r.tokens for r in tail]
-        done: list[int] = []
-        index = {r.seq: i for i, r in enumerate(tail)}
-        rewriters = [s for s in flatten(self.chain) if isinstance(s, Rewriting)]
-        # a tool result is counted under the call it answers, which a window always carries
-        calls = {
-            c["id"]: r.message
-            for r in (tail if rewriters else ())
-            for c in r.message.get("tool_calls") or ()
-            if isinstance(c, Mapping) and isinstance(c.get("id"), str)
-        }
-        for rw in rewriters:
-            for seq, msg in rw.rewrite(tail).items():
-                i = index.get(seq)
-                if i is None:
-                    continue
-                cost = self.counter.message(msg, answering=calls.get(msg.get("tool_call_id")))
-                if cost < tokens[i]:
-                    sent[i], tokens[i] = msg, cost
-                    done.append(seq)
-        return sent, sum(tokens), tuple(sorted(set(done)))
