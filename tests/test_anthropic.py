@@ -384,3 +384,36 @@ def test_anthropic_tools() -> None:
     assert anthropic_tools(None) == []
     with pytest.raises(ValueError, match="custom"):
         anthropic_tools([{"type": "custom", "custom": {"name": "x"}}])
+
+
+def test_cache_breakpoints_on_the_stable_prefix() -> None:
+    msgs: list[dict[str, Any]] = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "1"},
+        {"role": "user", "content": "two"},
+        {"role": "assistant", "content": "2"},
+        {"role": "user", "content": "three"},
+    ]
+    system, turns = to_anthropic(msgs, cache=True)
+    assert system == [
+        {"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}
+    ]
+    marked = [
+        (i, b["text"]) for i, t in enumerate(turns) for b in t["content"] if "cache_control" in b
+    ]
+    # the end of what the previous turn sent, and the end of this one: 3 of the API's 4
+    assert marked == [(3, "2"), (4, "three")]
+    # the same without cache: nothing marked, the system a string
+    plain_system, plain = to_anthropic(msgs)
+    assert plain_system == "You are terse."
+    assert all("cache_control" not in b for t in plain for b in t["content"])
+    # a one-turn window has one mark, and no system one when there is no system
+    system, turns = to_anthropic([{"role": "user", "content": "hi"}], cache=True)
+    assert system is None
+    assert turns == [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}],
+        }
+    ]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal, overload
 
 __all__ = ["anthropic_tools", "to_anthropic"]
 
@@ -132,10 +132,28 @@ def _tool_result(msg: Mapping[str, Any], where: str) -> dict[str, Any]:
     return block
 
 
+_EPHEMERAL = {"type": "ephemeral"}
+
+
+@overload
 def to_anthropic(
-    messages: Iterable[Mapping[str, Any]],
-) -> tuple[str | None, list[dict[str, Any]]]:
+    messages: Iterable[Mapping[str, Any]], *, cache: Literal[False] = False
+) -> tuple[str | None, list[dict[str, Any]]]: ...
+@overload
+def to_anthropic(
+    messages: Iterable[Mapping[str, Any]], *, cache: Literal[True]
+) -> tuple[list[dict[str, Any]] | None, list[dict[str, Any]]]: ...
+def to_anthropic(
+    messages: Iterable[Mapping[str, Any]], *, cache: bool = False
+) -> tuple[str | list[dict[str, Any]] | None, list[dict[str, Any]]]:
     """An OpenAI-format ``messages`` array (``conv.window()``) as ``(system, messages)``.
+
+    ``cache=True`` places Anthropic's ``cache_control`` breakpoints (three, of the four the
+    API allows) on what stays the same from one turn to the next: the system prompt (which
+    then comes as a list of text blocks; tools are cached with it), the last block before the
+    newest user turn (this turn reads the cache up to there), and the last block of all (the
+    next turn reads it). With :class:`~chatledger.StablePrefix` the window's start holds
+    still, so each turn finds the previous one's prefix in the cache.
 
     - ``system`` and ``developer`` messages, wherever they are (a summary a strategy inserts
       is one), are joined in order with a blank line into the ``system`` string; None if
@@ -191,7 +209,21 @@ def to_anthropic(
             add("user", [_tool_result(msg, where)])
         else:
             raise ValueError(f"{where}: a {role!r} message has no Anthropic equivalent")
-    return ("\n\n".join(system) if system else None), turns
+    if not cache:
+        return ("\n\n".join(system) if system else None), turns
+    system_blocks: list[dict[str, Any]] | None = None
+    if system:
+        text = "\n\n".join(system)
+        system_blocks = [{"type": "text", "text": text, "cache_control": _EPHEMERAL}]
+    users = [i for i, t in enumerate(turns) if t["role"] == "user"]
+    marks = {len(turns) - 1}
+    if users and users[-1] > 0:
+        marks.add(users[-1] - 1)
+    for i in marks:
+        if i >= 0:
+            last = turns[i]["content"][-1]
+            turns[i]["content"][-1] = {**last, "cache_control": _EPHEMERAL}
+    return system_blocks, turns
 
 
 def anthropic_tools(openai_tools: Iterable[Mapping[str, Any]] | None) -> list[dict[str, Any]]:
