@@ -109,6 +109,11 @@ class Handle:
             )
         return info
 
+    def remember_window_start(self, start: int) -> None:
+        """This handle's request just stored where its window started."""
+        self._row = replace(self._row, window_start=start)
+        self._cached = None
+
     @property
     def counter(self) -> TokenCounter:
         return self.config.counter(self.model)

@@ -30,7 +30,7 @@ from chatledger.errors import (
     StorageError,
 )
 from chatledger.handle import Batch, Handle, check_key, check_metadata_list, check_range
-from chatledger.params import validate_params
+from chatledger.params import conversation_cache_key, validate_params
 from chatledger.round_trip import Recorded
 from chatledger.rows import (
     Appended,
@@ -48,7 +48,8 @@ from chatledger.store.drift import drift_rows
 from chatledger.store.locks import read_snapshot
 from chatledger.store.windows import save_summary, window_snapshot
 from chatledger.tokens import request_features
-from chatledger.window import FoldRequest, Plan, StrategyArg, Window, WindowJob, plan_window
+from chatledger.window import FoldRequest, Plan, StrategyArg, Window, plan_window
+from chatledger.window_job import WindowJob
 
 __all__ = [
     "ChatOutcome",
@@ -334,6 +335,8 @@ def request(
     reservation's key: parameters checked first, the window with room for the completion, then
     every budget checked, and the request's maximum reserved, in one locked transaction
     (:mod:`chatledger.spending`)."""
+    if "prompt_cache_key" not in params:  # None given: send none
+        params = {**params, "prompt_cache_key": conversation_cache_key(h.owner, h.id)}
     checked = round_trip.request_params(h.model, tools, params)
     guards = round_trip.budgets_for(h.config, budget)
     room = round_trip.completion_room(checked)
@@ -341,6 +344,11 @@ def request(
     validate_params(checked, messages=w.messages)
     choice = checked.get("tool_choice")
     h.sent = (w.prompt_tokens, request_features(w.messages, tools, tool_choice=choice))
+    start = w.kept.first or h.info.last_seq + 1
+    if w.anchored and start != h.info.window_start:
+        pk = h.pk
+        yield from writing(lambda c: conv_store.set_window_start(c, pk, start))
+        h.remember_window_start(start)
     rid = None
     if guards:
         checked, rid = yield from spending.reserve(h, guards, checked, w.prompt_tokens, room)
