@@ -5,6 +5,7 @@ tested in-process through ``main([...])``, on every backend."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -161,6 +162,32 @@ def test_interrupt_exits_130_with_one_line(tmp_path: Path) -> None:
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     assert err.decode() == "chatledger: interrupted\n"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_a_terminal_gets_colour_and_whole_ids(tmp_path: Path) -> None:
+    import pty
+
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    long_id = "conversation-" + "x" * 60
+    with cl.Ledger(url) as led:
+        led.conversation(long_id, title="a title long enough to need wrapping " * 3)
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chatledger", "ls", "--db", url],
+        stdout=follower,
+        stderr=follower,
+        env={**os.environ, "COLUMNS": "60", "TERM": "xterm-256color"},
+    )
+    os.close(follower)
+    seen = b""
+    with contextlib.suppress(OSError):  # EIO once the command has exited and all is read
+        while chunk := os.read(leader, 65536):
+            seen += chunk
+    os.close(leader)
+    assert proc.wait(timeout=120) == 0, seen
+    assert b"\x1b[" in seen, seen  # styled
+    assert long_id.encode() in seen  # never cut, however narrow the terminal
 
 
 def test_broken_pipe_is_silent(tmp_path: Path) -> None:

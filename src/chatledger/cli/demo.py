@@ -70,13 +70,15 @@ def _span(s: Span) -> str:
     return "-" if not s.count else f"{s.first}-{s.last}"
 
 
-def _tools(replies: list[dict[str, Any]]) -> str:
-    calls = [
+def _calls(reply: dict[str, Any]) -> list[str]:
+    return [
         f"{c['function']['name']}({c['function']['arguments']})"
-        for r in replies
-        for c in r.get("tool_calls") or []
+        for c in reply.get("tool_calls") or []
     ]
-    return ", ".join(calls) or "-"
+
+
+def _tools(replies: list[dict[str, Any]]) -> str:
+    return ", ".join(c for r in replies for c in _calls(r)) or "-"
 
 
 def _strategy(args: argparse.Namespace) -> list[Strategy]:
@@ -138,8 +140,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             )
             if args.json:
                 keys = ("turn", "stored", "sent", "prompt_tokens", "summarized", "dropped", "kept")
+                record = {k: None if v == "-" else v for k, v in zip(keys, row, strict=False)}
                 emit_json_line(
-                    {**dict(zip(keys, row, strict=False)), "tools": row[7], "cost_micros": cost}
+                    {
+                        **record,
+                        "tools": [c for r in replies for c in _calls(r)],
+                        "cost_micros": cost,
+                    }
                 )
             rows.append(row)
         totals = conv.usage()

@@ -14,6 +14,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
 from rich.table import Table
 
@@ -94,7 +95,7 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[object]], title: st
     grid = Table(
         title=title or None,
         box=box.SIMPLE_HEAD if terminal else None,
-        show_edge=terminal,
+        show_edge=False,
         pad_edge=terminal,
         header_style="bold" if terminal else "",
     )
@@ -111,6 +112,9 @@ def table(columns: Sequence[Column], rows: Sequence[Sequence[object]], title: st
     for r in rows:
         grid.add_row(*(str(cell) for cell in r))
     if terminal:
+        needed = Measurement.get(console, console.options.update_width(_PIPED_WIDTH), grid).minimum
+        if needed > console.width:  # a narrow terminal: let lines wrap rather than cut ids
+            console = Console(file=sys.stdout, width=needed, force_terminal=True, highlight=False)
         console.print(grid)
         return
     with console.capture() as captured:

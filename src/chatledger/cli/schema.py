@@ -21,7 +21,8 @@ def cmd_db(args: argparse.Namespace) -> int:
         with working(f"upgrading the chatledger schema of {url}"):
             now = migrate.upgrade(url, args.revision)
     if args.json:
-        emit_json({"before": before, "current": now, "heads": heads})
+        upgraded = {"before": before} if args.action == "upgrade" else {}
+        emit_json({**upgraded, "current": now, "heads": heads})
     elif args.action == "upgrade":
         say(f"chatledger schema: {before or 'none'} -> {now}")
     else:
