@@ -404,7 +404,7 @@ def create_app(
         conversation_id: str, body: NewMessage, user: CurrentUser
     ) -> TurnOut | StreamingResponse:
         """One turn. A turn refused before the model is called (413, 429) leaves no trace:
-        the user's message is taken back. After the model was called (502, 503) it stays, as
+        chat() takes the user's message back. After the model was called (502, 503) it stays, as
         in most chat UIs; the next message follows it."""
         ledger, llm = services.get()
         conv = await ledger.get(conversation_id, owner=user)
@@ -415,17 +415,16 @@ def create_app(
         allowed = settings.context_tokens - settings.max_tokens
         if needed > allowed:
             raise cl.ContextOverflowError(needed, allowed, "the new message alone")
-        stored = await conv.append(message)  # 422 names the problem
+        cl.validate_messages([message])  # a bad message is the client's: 422 names the problem
         params: dict[str, Any] = {"max_tokens": settings.max_tokens}
         if body.stream:
             params.update(stream=True, stream_options={"include_usage": True})
         try:
+            # chat() stores the message, and takes it back if the turn is refused before the
+            # model is called (a budget, a window that cannot fit)
             result = await conv.chat(
-                llm, strategy=settings.strategy(llm), budget=settings.budgets, **params
+                llm, message, strategy=settings.strategy(llm), budget=settings.budgets, **params
             )
-        except (cl.BudgetExceededError, cl.ContextOverflowError):
-            await take_back(conv, stored.seq)  # refused before sending: leave no trace
-            raise
         except cl.InvalidMessageError as exc:  # the reply broke a rule, not the request
             raise UpstreamReplyError(str(exc)) from exc
         if body.stream:
@@ -482,15 +481,6 @@ def create_app(
         return {"deleted_conversations": await ledger.delete_owner(user)}
 
     return app
-
-
-async def take_back(conv: cl.AsyncConversation, seq: int) -> None:
-    """Remove the user's message stored at ``seq`` when the turn was refused. chat() stores
-    the message before it checks the budget, so a refusal would otherwise leave it behind
-    and the next turn would send two user messages in a row. Only when it is still the
-    newest message: a turn of the same conversation that came in meanwhile is left alone."""
-    if (await conv.refresh()).last_seq == seq:
-        await conv.truncate(seq - 1)
 
 
 def window_body(w: cl.Window) -> dict[str, Any]:

@@ -374,3 +374,27 @@ def test_estimate_before_sending(ledger: AnyLedger, uid: str) -> None:
         warnings.simplefilter("ignore", cl.UnknownModelWarning)
         unknown = conv.estimate({**kwargs, "model": "my-local-llama"})
     assert unknown.max_cost_micros is None and unknown.max_cost_usd is None
+
+
+def test_a_refused_turn_leaves_no_trace(
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    """chat(message) refused before sending (a budget, a window that cannot fit, a bad
+    parameter) takes its message back; the next turn does not send two user messages."""
+    conv = ledger.conversation(uid, model="gpt-4o-mini", system="sys")
+    conv.chat(client, "first")
+    before = conv.messages()
+    refusals = [
+        (cl.BudgetExceededError, {"budget": cl.Budget(tokens=5), "max_tokens": 10}),
+        (cl.ContextOverflowError, {"strategy": cl.TokenBudget(5)}),
+        (cl.InvalidParameterError, {"temperature": 9}),
+    ]
+    for error, kwargs in refusals:
+        with pytest.raises(error):
+            conv.chat(client, "refused " * 20, **kwargs)
+        assert conv.messages() == before
+        assert conv.info.last_seq == len(before)
+    sent_before = len(server.requests)
+    conv.chat(client, "second")
+    roles = [m["role"] for m in server.requests[sent_before]["messages"]]
+    assert roles == ["system", "user", "assistant", "user"]

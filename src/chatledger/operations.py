@@ -24,6 +24,7 @@ from chatledger.drift import Drift, summarize
 from chatledger.effects import Op, Send, Summarize, reading, writing
 from chatledger.encryption import RotationReport
 from chatledger.errors import (
+    ChatLedgerError,
     ConversationExistsError,
     ConversationNotFoundError,
     InvalidArgumentError,
@@ -45,6 +46,7 @@ from chatledger.store import conversations as conv_store
 from chatledger.store import limits, maintenance, rotation, usage
 from chatledger.store import messages as msg_store
 from chatledger.store.drift import drift_rows
+from chatledger.store.history import cut_after
 from chatledger.store.locks import read_snapshot
 from chatledger.store.windows import save_summary, window_snapshot
 from chatledger.tokens import request_features
@@ -374,10 +376,21 @@ def chat(
     choice: int,
     params: Mapping[str, Any],
 ) -> Op[ChatOutcome]:
-    """One turn: append the message, request, send, and record (a stream records itself)."""
+    """One turn: append the message, request, send, and record (a stream records itself).
+
+    A turn refused before anything is sent (a budget, a window that cannot fit, a bad
+    parameter) takes its message back: it leaves no trace, and the next turn does not send
+    two user messages in a row. Once sent, the message stays (the model saw it)."""
+    ours = None
     if message is not None:
-        yield from append(h, [round_trip.user_message(message)], None, None)
-    kwargs, prompt, rid = yield from request(h, strategy, tools, budget, params)
+        stored = yield from append(h, [round_trip.user_message(message)], None, None)
+        ours = stored[-1].seq
+    try:
+        kwargs, prompt, rid = yield from request(h, strategy, tools, budget, params)
+    except ChatLedgerError:
+        if ours is not None:
+            yield from _take_back(h, ours)
+        raise
     try:
         response = yield Send(client, kwargs)
     except Exception:
@@ -388,6 +401,20 @@ def chat(
     if not streaming:
         yield from record(h, response, choice, None, None, prompt)
     return ChatOutcome(response, streaming, prompt)
+
+
+def _take_back(h: Handle, seq: int) -> Op[None]:
+    """Remove message ``seq`` if it is still the newest (another worker may have appended
+    after it: then it stays, as any message does once others built on it)."""
+    pk, shown = h.pk, h.id
+
+    def run(c: Connection) -> Loaded:
+        conv_store.lock_conversation(c, pk, shown)
+        if conv_store.load_conversation(c, pk, shown).info.last_seq == seq:
+            cut_after(c, pk, shown, seq - 1)
+        return conv_store.load_conversation(c, pk, shown)
+
+    h.load((yield from writing(run)))
 
 
 # --- the ledger ---------------------------------------------------------------------------------
