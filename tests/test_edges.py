@@ -35,7 +35,8 @@ HAND = ROOT / "tests" / "token_corpus" / "hand.jsonl"
 # ModuleNotFoundError), then each way in tried: the twins on each database, and Encryption.
 _MISSING_SCRIPT = """
 import json, sys
-for name in ("psycopg", "asyncpg", "pymysql", "aiomysql", "aiosqlite", "cryptography"):
+for name in ("psycopg", "asyncpg", "pymysql", "aiomysql", "aiosqlite", "cryptography",
+             "langchain_core", "agents"):
     sys.modules[name] = None
 import tempfile
 import chatledger as cl
@@ -60,6 +61,8 @@ cases = {
     "generate_key": lambda: cl.Encryption.generate_key(),
     "Ledger sqlite": lambda: cl.Ledger("sqlite://").conversation("c"),
     "migrate": lambda: migrate.upgrade("sqlite:///" + tempfile.mkdtemp() + "/m.db"),
+    "LangChain adapter": lambda: __import__("chatledger.integrations.langchain"),
+    "Agents SDK adapter": lambda: __import__("chatledger.integrations.agents"),
 }
 print(json.dumps({name: attempt(make) for name, make in cases.items()}))
 """
@@ -72,6 +75,8 @@ _EXPECTED = {
     "AsyncLedger sqlite": ("aiosqlite", "sqlite-async"),
     "Encryption": ("cryptography", "encryption"),
     "generate_key": ("cryptography", "encryption"),
+    "LangChain adapter": ("langchain-core", "langchain"),
+    "Agents SDK adapter": ("openai-agents", "agents"),
 }
 
 

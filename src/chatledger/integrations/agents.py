@@ -48,10 +48,16 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
-from agents.items import TResponseInputItem
-from agents.memory import SessionSettings
-from agents.memory.session_settings import coerce_session_settings
 from sqlalchemy import Connection
+
+from chatledger.errors import MissingDependencyError
+
+try:
+    from agents.items import TResponseInputItem
+    from agents.memory import SessionSettings
+    from agents.memory.session_settings import coerce_session_settings
+except ImportError as exc:  # the adapter needs the framework it adapts
+    raise MissingDependencyError(exc.name or "agents", "chatledger.integrations.agents") from None
 
 from chatledger.conversation import AsyncConversation
 from chatledger.effects import Op, writing

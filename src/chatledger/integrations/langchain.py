@@ -37,13 +37,20 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from langchain_core.chat_history import BaseChatMessageHistory
-from langchain_core.messages import (
-    BaseMessage,
-    convert_to_messages,
-    convert_to_openai_messages,
-    messages_from_dict,
-)
+from chatledger.errors import MissingDependencyError
+
+try:
+    from langchain_core.chat_history import BaseChatMessageHistory
+    from langchain_core.messages import (
+        BaseMessage,
+        convert_to_messages,
+        convert_to_openai_messages,
+        messages_from_dict,
+    )
+except ImportError as exc:  # the adapter needs the framework it adapts
+    raise MissingDependencyError(
+        exc.name or "langchain_core", "chatledger.integrations.langchain"
+    ) from None
 
 from chatledger.conversation import AsyncConversation, Conversation
 from chatledger.errors import PendingToolCallsError
