@@ -309,7 +309,7 @@ def test_refusal_and_empty_messages() -> None:
     ],
 )
 def test_what_anthropic_cannot_carry_raises(message: dict[str, Any], error: str) -> None:
-    with pytest.raises(ValueError, match=error):
+    with pytest.raises(cl.InvalidArgumentError, match=error):
         to_anthropic([message])
 
 
@@ -382,7 +382,7 @@ def test_anthropic_tools() -> None:
         },
     ]
     assert anthropic_tools(None) == []
-    with pytest.raises(ValueError, match="custom"):
+    with pytest.raises(cl.InvalidArgumentError, match="custom"):
         anthropic_tools([{"type": "custom", "custom": {"name": "x"}}])
 
 

@@ -23,16 +23,24 @@ import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal, overload
 
+from chatledger.errors import InvalidArgumentError
+
 __all__ = ["anthropic_tools", "to_anthropic"]
 
 _SYSTEM_ROLES = ("system", "developer")
+
+
+def _bad(problem: str) -> InvalidArgumentError:
+    """What Anthropic cannot carry, as chatledger's typed error (a ValueError too)."""
+    where, _, rule = problem.partition(": ")
+    return InvalidArgumentError(where, rule)
 
 
 def _data_url(url: str, where: str) -> tuple[str, str]:
     """``data:<media type>;base64,<data>`` as (media type, data)."""
     head, sep, data = url.partition(",")
     if not sep or not head.startswith("data:") or not head.endswith(";base64"):
-        raise ValueError(f"{where}: only base64 data URLs can be converted, got {url[:40]!r}")
+        raise _bad(f"{where}: only base64 data URLs can be converted, got {url[:40]!r}")
     return head[len("data:") : -len(";base64")], data
 
 
@@ -43,14 +51,14 @@ def _text_of(content: object, where: str) -> str:
     texts: list[str] = []
     for i, part in enumerate(_parts(content, where)):
         if part.get("type") != "text":
-            raise ValueError(f"{where}.content[{i}]: only text parts can go in the system prompt")
+            raise _bad(f"{where}.content[{i}]: only text parts can go in the system prompt")
         texts.append(str(part.get("text", "")))
     return "\n".join(texts)
 
 
 def _parts(content: object, where: str) -> list[Mapping[str, Any]]:
     if not isinstance(content, (list, tuple)) or not all(isinstance(p, Mapping) for p in content):
-        raise ValueError(f"{where}.content: must be a string or a list of content parts")
+        raise _bad(f"{where}.content: must be a string or a list of content parts")
     return list(content)
 
 
@@ -64,7 +72,7 @@ def _block(part: Mapping[str, Any], where: str) -> dict[str, Any] | None:
         image = part.get("image_url")
         url = image.get("url") if isinstance(image, Mapping) else None
         if not isinstance(url, str):
-            raise ValueError(f"{where}: an image_url part needs image_url.url")
+            raise _bad(f"{where}: an image_url part needs image_url.url")
         if url.startswith(("http://", "https://")):
             return {"type": "image", "source": {"type": "url", "url": url}}
         media_type, data = _data_url(url, where)
@@ -76,7 +84,7 @@ def _block(part: Mapping[str, Any], where: str) -> dict[str, Any] | None:
         file = part.get("file")
         file_data = file.get("file_data") if isinstance(file, Mapping) else None
         if not isinstance(file_data, str):
-            raise ValueError(
+            raise _bad(
                 f"{where}: a file part can be converted only with inline file_data "
                 "(Anthropic cannot read OpenAI file ids)"
             )
@@ -89,7 +97,7 @@ def _block(part: Mapping[str, Any], where: str) -> dict[str, Any] | None:
             "type": "document",
             "source": {"type": "base64", "media_type": media_type, "data": data},
         }
-    raise ValueError(f"{where}: a {kind!r} content part has no Anthropic equivalent")
+    raise _bad(f"{where}: a {kind!r} content part has no Anthropic equivalent")
 
 
 def _blocks(content: object, where: str) -> list[dict[str, Any]]:
@@ -107,17 +115,17 @@ def _blocks(content: object, where: str) -> list[dict[str, Any]]:
 
 def _tool_use(call: Mapping[str, Any], where: str) -> dict[str, Any]:
     if call.get("type", "function") != "function":
-        raise ValueError(f"{where}: a {call.get('type')!r} tool call has no Anthropic equivalent")
+        raise _bad(f"{where}: a {call.get('type')!r} tool call has no Anthropic equivalent")
     fn = call.get("function")
     if not isinstance(fn, Mapping):
-        raise ValueError(f"{where}: a tool call needs a function")
+        raise _bad(f"{where}: a tool call needs a function")
     arguments = fn.get("arguments") or "{}"
     try:
         parsed = json.loads(arguments)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}.function.arguments: must be a JSON object") from None
+        raise _bad(f"{where}.function.arguments: must be a JSON object") from None
     if not isinstance(parsed, dict):
-        raise ValueError(f"{where}.function.arguments: must be a JSON object (tool_use.input)")
+        raise _bad(f"{where}.function.arguments: must be a JSON object (tool_use.input)")
     return {"type": "tool_use", "id": call.get("id"), "name": fn.get("name"), "input": parsed}
 
 
@@ -174,8 +182,8 @@ def to_anthropic(
     A window starting with an assistant turn (a window cut after a long assistant step) is
     returned as it is: nothing is invented in front of it; the API may refuse it.
 
-    Raises ValueError for what Anthropic cannot carry: audio, OpenAI file ids, legacy
-    ``function_call`` / ``function`` messages, custom (free-text) tool calls, tool call
+    Raises :class:`~chatledger.InvalidArgumentError` (a ValueError) for what Anthropic
+    cannot carry: audio, OpenAI file ids, legacy ``function_call`` / ``function`` messages, custom (free-text) tool calls, tool call
     arguments that are not a JSON object.
     """
     system: list[str] = []
@@ -198,7 +206,7 @@ def to_anthropic(
             add("user", _blocks(msg.get("content"), where))
         elif role == "assistant":
             if msg.get("audio") is not None or msg.get("function_call") is not None:
-                raise ValueError(f"{where}: assistant audio and function_call cannot be converted")
+                raise _bad(f"{where}: assistant audio and function_call cannot be converted")
             blocks = _blocks(msg.get("content"), where)
             if msg.get("refusal"):
                 blocks.append({"type": "text", "text": str(msg["refusal"])})
@@ -208,7 +216,7 @@ def to_anthropic(
         elif role == "tool":
             add("user", [_tool_result(msg, where)])
         else:
-            raise ValueError(f"{where}: a {role!r} message has no Anthropic equivalent")
+            raise _bad(f"{where}: a {role!r} message has no Anthropic equivalent")
     if not cache:
         return ("\n\n".join(system) if system else None), turns
     system_blocks: list[dict[str, Any]] | None = None
@@ -234,10 +242,10 @@ def anthropic_tools(openai_tools: Iterable[Mapping[str, Any]] | None) -> list[di
     out: list[dict[str, Any]] = []
     for i, tool in enumerate(openai_tools or ()):
         if tool.get("type", "function") != "function":
-            raise ValueError(f"tools[{i}]: a {tool.get('type')!r} tool has no Anthropic equivalent")
+            raise _bad(f"tools[{i}]: a {tool.get('type')!r} tool has no Anthropic equivalent")
         fn = tool.get("function", tool)
         if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
-            raise ValueError(f"tools[{i}]: needs function.name")
+            raise _bad(f"tools[{i}]: needs function.name")
         converted: dict[str, Any] = {"name": fn["name"]}
         if fn.get("description"):
             converted["description"] = fn["description"]
