@@ -183,8 +183,8 @@ def to_anthropic(
     returned as it is: nothing is invented in front of it; the API may refuse it.
 
     Raises :class:`~chatledger.InvalidArgumentError` (a ValueError) for what Anthropic
-    cannot carry: audio, OpenAI file ids, legacy ``function_call`` / ``function`` messages, custom (free-text) tool calls, tool call
-    arguments that are not a JSON object.
+    cannot carry: audio, OpenAI file ids, legacy ``function_call`` / ``function``
+    messages, custom (free-text) tool calls, tool call arguments that are not a JSON object.
     """
     system: list[str] = []
     turns: list[dict[str, Any]] = []
