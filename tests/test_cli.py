@@ -383,6 +383,47 @@ def test_chat_continues_and_changes_the_model(
         assert len(stored.messages()) == 5 and stored.model == "gpt-4.1"
 
 
+def test_encrypt_and_rotate_keys_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SQLite only: encrypting marks the whole database, and the server databases are shared
+    by every test of a run."""
+    url = f"sqlite:///{tmp_path / 'secret.db'}"
+    with cl.Ledger(url) as led:
+        led.conversation("a").append({"role": "user", "content": "secret words"})
+    old, new = cl.Encryption.generate_key(), cl.Encryption.generate_key()
+    status, _, err = cli(capsys, "db", "encrypt", "--db", url)
+    assert status == 1 and "CHATLEDGER_KEYS" in err
+    monkeypatch.setenv("CHATLEDGER_KEYS", old)
+    assert cli(capsys, "db", "encrypt", "--db", url)[0] == 0
+    assert b"secret words" not in (tmp_path / "secret.db").read_bytes()
+    monkeypatch.setenv("CHATLEDGER_KEYS", f"{new},{old}")
+    status, out, _ = cli(capsys, "db", "rotate-keys", "--json", "--db", url)
+    assert status == 0 and json.loads(out)["tables"]["messages"]["rotated"] == 1
+    monkeypatch.setenv("CHATLEDGER_KEYS", new)
+    monkeypatch.setenv("CHATLEDGER_HASH_KEY", old)
+    assert "secret words" in cli(capsys, "show", "a", "--db", url)[1]
+    monkeypatch.delenv("CHATLEDGER_KEYS")
+    status, _, err = cli(capsys, "ls", "--db", url)
+    assert status == 1 and "encrypted" in err and err.count("\n") == 1
+
+
+def test_the_last_resort_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failure no handler expected (here a command that breaks) still prints one line,
+    naming its type, and exits 1."""
+    from chatledger.cli import inspection
+
+    def broken(args: argparse.Namespace) -> int:
+        raise RuntimeError("something\nwent wrong")
+
+    monkeypatch.setattr(inspection, "cmd_ls", broken)
+    status, out, err = cli(capsys, "ls", "--db", f"sqlite:///{tmp_path / 'x.db'}")
+    assert status == 1 and out == ""
+    assert err == "chatledger: unexpected RuntimeError: something\n"
+
+
 def test_every_option_is_explained() -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -16,7 +16,9 @@ __all__ = ["build_parser"]
 DESCRIPTION = (
     "Store chat conversations in SQL and see the windows they send. "
     "'chatledger demo' runs offline; every other command works on the database given by "
-    f"--db, $CHATLEDGER_URL or {DEFAULT_DB}. Errors are one line on stderr with a non-zero "
+    f"--db, $CHATLEDGER_URL or {DEFAULT_DB}; an encrypted one needs its keys in "
+    "$CHATLEDGER_KEYS (comma-separated, newest first). Errors are one line on stderr with a "
+    "non-zero "
     "exit status (1: the command failed, 2: bad usage, 130: interrupted)."
 )
 
@@ -177,8 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _json(p, "one document: the report (refusals are also listed there)")
 
-    p = command("db", "schema: show the revision, or upgrade it", schema.cmd_db)
-    p.add_argument("action", choices=["current", "upgrade"], help="what to do")
+    p = command(
+        "db",
+        "schema and encryption: current, upgrade [REVISION], encrypt (a plaintext database), "
+        "rotate-keys (rewrite every value under the newest key); keys come from "
+        "$CHATLEDGER_KEYS, comma-separated, newest first",
+        schema.cmd_db,
+    )
+    p.add_argument(
+        "action", choices=["current", "upgrade", "encrypt", "rotate-keys"], help="what to do"
+    )
     p.add_argument("revision", nargs="?", default="head", help="upgrade: the target revision")
     _json(p, "one document with the revisions")
 
