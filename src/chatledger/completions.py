@@ -33,6 +33,8 @@ class UsageFields:
     cached_tokens: int
     reasoning_tokens: int
     estimated: bool = False
+    #: prompt tokens written to the provider's cache, where it reports them (None: not said)
+    cache_write_tokens: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -44,6 +46,20 @@ class Reply:
     status: str | None
     usage: UsageFields
     dropped_tool_calls: int = 0
+
+
+def _cache_writes(usage: dict[str, Any], details: dict[str, Any]) -> int | None:
+    """Cache-write tokens under the names providers use: OpenAI-style
+    ``prompt_tokens_details.cache_write_tokens`` (or ``cache_creation_tokens``), Anthropic's
+    ``cache_creation_input_tokens``. None when none is reported."""
+    for where, name in (
+        (details, "cache_write_tokens"),
+        (details, "cache_creation_tokens"),
+        (usage, "cache_creation_input_tokens"),
+    ):
+        if where.get(name) is not None:
+            return _int(where.get(name))
+    return None
 
 
 def status_for(finish_reason: str | None) -> str | None:
@@ -166,6 +182,7 @@ def parse_completion(completion: object, *, choice: int = 0) -> Reply:
         reasoning_tokens=_int(completion_details.get("reasoning_tokens")),
         estimated=not usage,
         extra=extra,
+        cache_write_tokens=_cache_writes(usage, prompt_details),
     )
     status = status_for(finish)
     if dropped and status is None:

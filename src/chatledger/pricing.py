@@ -53,6 +53,8 @@ class Price:
 
     ``cached_input`` is the rate for prompt tokens served from OpenAI's prompt cache, or None when
     the model has no cached-input discount (cached tokens are then billed at ``input``).
+    ``cache_write`` is the rate for prompt tokens written to the cache where a provider bills
+    writes (Anthropic at 1.25x input; newer OpenAI families), or None: billed at ``input``.
 
     Rates are stored as :class:`~decimal.Decimal` so ``Price("0.075", ...)`` means exactly 0.075;
     ints and strings are converted exactly, floats through their shortest repr (``0.1`` becomes
@@ -62,8 +64,11 @@ class Price:
     input: Decimal
     cached_input: Decimal | None
     output: Decimal
+    cache_write: Decimal | None = None
 
     def __post_init__(self) -> None:
+        if self.cache_write is not None:
+            object.__setattr__(self, "cache_write", _rate("cache_write", self.cache_write))
         # frozen: the coerced values go in through object.__setattr__, once, at construction
         object.__setattr__(self, "input", _rate("input", self.input))
         object.__setattr__(self, "output", _rate("output", self.output))
@@ -125,27 +130,36 @@ def _round_half_up(amount: Fraction) -> int:
     return math.floor(amount + Fraction(1, 2))
 
 
-def _micros(price: Price, prompt: int, completion: int, cached: int) -> int:
+def _micros(price: Price, prompt: int, completion: int, cached: int, written: int = 0) -> int:
     # tokens x (USD per 1M tokens) is already micro-dollars; summing exact fractions and
     # rounding once keeps a $0.40 request from losing or gaining a micro-dollar per component
     cached_rate = price.input if price.cached_input is None else price.cached_input
+    write_rate = price.input if price.cache_write is None else price.cache_write
+    written = min(written, prompt - cached)  # part of prompt_tokens, as cached tokens are
     exact = (
-        (prompt - cached) * Fraction(price.input)
+        (prompt - cached - written) * Fraction(price.input)
         + cached * Fraction(cached_rate)
+        + written * Fraction(write_rate)
         + completion * Fraction(price.output)
     )
     return _round_half_up(exact)
 
 
 def cost_micros(
-    price: Price, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+    price: Price,
+    *,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> int:
     """What a finished request cost, in micro-dollars, rounded half up.
 
     Pass the API's ``usage`` figures as they are: ``cached_tokens``
     (``prompt_tokens_details.cached_tokens``) is part of ``prompt_tokens`` and is billed at
-    ``price.cached_input`` (at ``price.input`` when that is None); reasoning tokens are already
-    inside ``completion_tokens`` and are billed as output.
+    ``price.cached_input`` (at ``price.input`` when that is None); ``cache_write_tokens``, where
+    a provider reports them, are part of it too and billed at ``price.cache_write``; reasoning
+    tokens are already inside ``completion_tokens`` and are billed as output.
 
     >>> cost_micros(Price(Decimal("2.50"), Decimal("1.25"), Decimal("10.00")),
     ...             prompt_tokens=1_000_000, completion_tokens=0)
@@ -154,7 +168,8 @@ def cost_micros(
     if not isinstance(price, Price):
         raise InvalidArgumentError("price", f"must be a Price, got {type(price).__name__}")
     _check_usage(prompt_tokens, completion_tokens, cached_tokens)
-    return _micros(price, prompt_tokens, completion_tokens, cached_tokens)
+    written = _count("cache_write_tokens", cache_write_tokens)
+    return _micros(price, prompt_tokens, completion_tokens, cached_tokens, written)
 
 
 def micros_to_usd(micros: int) -> Decimal:
@@ -282,32 +297,41 @@ class PriceTable:
         return None if key is None else self._prices[key]
 
     def cost_micros(
-        self, model: str, *, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+        self,
+        model: str,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
     ) -> int | None:
         """:func:`cost_micros` for ``model``, or None when the model is unknown.
 
         Bad usage figures raise even for an unknown model: they are a bug either way.
         """
         _check_usage(prompt_tokens, completion_tokens, cached_tokens)
+        written = _count("cache_write_tokens", cache_write_tokens)
         price = self.price(model)
         if price is None:
             return None
-        return _micros(price, prompt_tokens, completion_tokens, cached_tokens)
+        return _micros(price, prompt_tokens, completion_tokens, cached_tokens, written)
 
     def estimate_micros(
         self, model: str, prompt_tokens: int, max_completion_tokens: int
     ) -> int | None:
         """The most a request can cost before it is sent, or None for an unknown model.
 
-        Worst case: every prompt token uncached (a cache hit is never guaranteed) and the full
-        ``max_completion_tokens`` generated (reasoning tokens count against that limit too).
+        Worst case: every prompt token uncached (a cache hit is never guaranteed), written to
+        the cache where writes cost more than input, and the full ``max_completion_tokens``
+        generated (reasoning tokens count against that limit too).
         """
         prompt = _count("prompt_tokens", prompt_tokens)
         completion = _count("max_completion_tokens", max_completion_tokens)
         price = self.price(model)
         if price is None:
             return None
-        return _micros(price, prompt, completion, 0)
+        dearer = price.cache_write is not None and price.cache_write > price.input
+        return _micros(price, prompt, completion, 0, prompt if dearer else 0)
 
     def __len__(self) -> int:
         return len(self._prices)

@@ -154,6 +154,7 @@ def usage_values(
         prompt_tokens=u.prompt_tokens,
         completion_tokens=u.completion_tokens,
         cached_tokens=min(u.cached_tokens, u.prompt_tokens),
+        cache_write_tokens=u.cache_write_tokens or 0,
     )
     meta = dict(u.extra)
     if reply.dropped_tool_calls:
@@ -170,6 +171,7 @@ def usage_values(
         "completion_tokens": u.completion_tokens,
         "cached_tokens": u.cached_tokens,
         "reasoning_tokens": u.reasoning_tokens,
+        "cache_write_tokens": u.cache_write_tokens,
         "cost_micros": cost,
         "meta": json.dumps(meta, ensure_ascii=False, separators=(",", ":")) if meta else None,
     }

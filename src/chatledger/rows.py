@@ -96,6 +96,8 @@ class UsageRecord:
     cost_micros: int | None
     created_at: datetime
     metadata: dict[str, Any] | None = None
+    #: prompt tokens written to the provider's cache, where it reports them (None: not said)
+    cache_write_tokens: int | None = None
 
     @property
     def cost_usd(self) -> Decimal | None:

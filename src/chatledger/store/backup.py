@@ -147,7 +147,11 @@ _SUMMARIES = (
     .order_by(_s.upto_seq, _s.pk)
 )
 #: usage columns a backup keeps that :class:`UsageRecord` may not carry (newer revisions)
-USAGE_EXTRAS = tuple(name for name in ("cache_write_tokens",) if name in _u)
+USAGE_EXTRAS = tuple(
+    name
+    for name in ("cache_write_tokens",)
+    if name in _u and name not in {c.name for c in USAGE_COLUMNS}
+)
 _USAGE = (
     select(*USAGE_COLUMNS, *(_u[name] for name in USAGE_EXTRAS), _u.idempotency_key)
     .where(_u.conversation_pk == bindparam("p_pk"))

@@ -43,7 +43,8 @@ CONVERSATION_COLUMNS = _columns(
 USAGE_COLUMNS = _columns(
     completions,
     "message_seq model response_id system_fingerprint finish_reason prompt_tokens "
-    "completion_tokens cached_tokens reasoning_tokens cost_micros created_at meta",
+    "completion_tokens cached_tokens reasoning_tokens cost_micros created_at meta "
+    "cache_write_tokens",
 )
 
 
@@ -116,7 +117,7 @@ def to_loaded(r: Any, codec: Codec) -> Loaded:
 def to_usage(r: Any, codec: Codec) -> UsageRecord:
     """A row of ``USAGE_COLUMNS`` as a :class:`UsageRecord`."""
     seq, model, rid, fingerprint, finish, prompt, completion, cached, reasoning, cost = r[:10]
-    created_at, meta = r[10:]
+    created_at, meta, written = r[10:13]
     return UsageRecord(
         seq,
         model,
@@ -130,4 +131,5 @@ def to_usage(r: Any, codec: Codec) -> UsageRecord:
         cost,
         _aware(created_at),
         _json(codec, meta),
+        written,
     )

@@ -56,6 +56,8 @@ def _fit(values: dict[str, Any]) -> dict[str, Any]:
             out[name] = str(v).replace("\x00", "")[:size]
     for name in ("prompt_tokens", "completion_tokens", "cached_tokens", "reasoning_tokens"):
         out[name] = min(int(out.get(name) or 0), _INT_MAX)
+    if out.get("cache_write_tokens") is not None:
+        out["cache_write_tokens"] = min(int(out["cache_write_tokens"]), _INT_MAX)
     return out
 
 
