@@ -265,8 +265,8 @@ def test_show_prints_tool_calls_results_and_lineage(
 def test_ls_titles_owners_and_limits(sample: Sample, capsys: pytest.CaptureFixture[str]) -> None:
     status, out, err = cli(capsys, "ls", "--limit", "10000", "--db", sample.url)
     assert status == 0 and sample.ann in out and sample.bob in out and "Trip" in out
-    _, out, _ = cli(capsys, "ls", "--owner", sample.ann, "--db", sample.url)
-    assert "c1" in out and "Trip" in out and "c2" not in out
+    _, out, _ = cli(capsys, "ls", "--owner", sample.ann, "--json", "--db", sample.url)
+    assert [(c["id"], c["title"]) for c in map(json.loads, out.splitlines())] == [("c1", "Trip")]
     with cl.Ledger(sample.url) as led:
         led.conversation("c3", owner=sample.ann).append({"role": "user", "content": "x"})
     _, out, err = cli(capsys, "ls", "--limit", "1", "--owner", sample.ann, "--db", sample.url)
@@ -421,7 +421,7 @@ def test_the_last_resort_is_one_line(
     monkeypatch.setattr(inspection, "cmd_ls", broken)
     status, out, err = cli(capsys, "ls", "--db", f"sqlite:///{tmp_path / 'x.db'}")
     assert status == 1 and out == ""
-    assert err == "chatledger: unexpected RuntimeError: something\n"
+    assert err == "chatledger: unexpected RuntimeError: something; went wrong\n"
 
 
 def test_every_option_is_explained() -> None:

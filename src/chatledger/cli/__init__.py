@@ -23,8 +23,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fail(message: str, status: int = EXIT_FAILED) -> int:
-    first = message.strip().splitlines()[0] if message.strip() else "failed"
-    sys.stderr.write(f"chatledger: {first}\n")
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    sys.stderr.write(f"chatledger: {'; '.join(lines) or 'failed'}\n")
     return status
 
 

@@ -71,7 +71,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     from chatledger import backup
 
     name = "stdin" if args.file == "-" else args.file
-    total = _lines_in(args.file)
+    lines = _lines_in(args.file)
+    # a backup starts with a header line; progress counts conversations
+    total = None if lines is None else max(0, lines - (args.format == "backup"))
     try:
         source = _open_source(args.file)
     except OSError as exc:
