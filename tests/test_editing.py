@@ -196,6 +196,33 @@ def test_a_stale_handle_never_writes_on_removed_messages(ledger: AnyLedger, uid:
     assert_exact(conv)
 
 
+def test_a_handle_from_before_an_edit_that_restored_last_seq(ledger: AnyLedger, uid: str) -> None:
+    """Another handle pops and appends back to the same last_seq (with other tokens, or an
+    open tool call in place of a reply): a handle that saw the state before must not append
+    on top of what it saw; it re-reads and appends on what is stored."""
+    a = ledger.conversation(uid, system="Be brief.")
+    a.extend(turn(1))
+    b = ledger.get(uid)
+    b.pop()
+    b.append({"role": "assistant", "content": "a much longer reply " * 20})
+    a.append({"role": "user", "content": "next"})
+    assert_exact(a)
+    # the same with the tool state: the message a saw last is replaced by an open call
+    b.pop()
+    b.append(
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        }
+    )
+    with pytest.raises(cl.InvalidMessageError):
+        a.append({"role": "user", "content": "unanswered call in between"})
+    assert_exact(a)
+    assert b.info.revision > 0 and a.refresh().revision == b.refresh().revision
+
+
 def test_edits_racing_appends_stay_exact(ledger: AnyLedger, uid: str) -> None:
     """Edits take the lock appends take: under threads, never a gap, a duplicate or an
     invalid history, and every append either stored or refused with a typed error."""

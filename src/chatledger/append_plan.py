@@ -95,6 +95,12 @@ def plan_append(pk: int, before: State, batch: Sequence[Prepared], key: str | No
             )
         )
     after = State(
-        seq, cum, before.message_count + len(rows), round_seq, prefix_seq, tools.to_json()
+        seq,
+        cum,
+        before.message_count + len(rows),
+        round_seq,
+        prefix_seq,
+        tools.to_json(),
+        before.revision,
     )
     return AppendPlan(rows, out, after, now, problems)

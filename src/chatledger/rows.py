@@ -74,6 +74,8 @@ class ConversationInfo:
     forked_at: int | None = None
     #: where the window last sent started (kept for strategies that hold it still)
     window_start: int | None = None
+    #: bumped by every edit of the history (not by appends): with ``last_seq``, a version
+    revision: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +193,8 @@ class State:
     last_round_seq: int
     prefix_seq: int
     tool_state: str | None
+    #: the conversation's edit revision (see ConversationInfo.revision)
+    revision: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +228,7 @@ class Loaded:
             i.last_round_seq,
             i.prefix_seq,
             self.tool_state,
+            i.revision,
         )
 
 

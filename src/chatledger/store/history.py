@@ -75,7 +75,11 @@ def cut_after(conn: Connection, pk: int, shown_as: str, upto: int) -> list[Store
         .where(completions.c.conversation_pk == pk, completions.c.message_seq > upto)
         .values(message_seq=None)
     )
-    conn.execute(update(conversations).where(_c.pk == pk).values(**state, updated_at=utcnow()))
+    conn.execute(
+        update(conversations)
+        .where(_c.pk == pk)
+        .values(**state, revision=_c.revision + 1, updated_at=utcnow())
+    )
     return removed
 
 
@@ -132,11 +136,13 @@ def replace_message(conn: Connection, pk: int, shown_as: str, seq: int, new: Pre
             .where(_m.conversation_pk == pk, _m.seq >= seq)
             .values(cum_tokens=_m.cum_tokens + delta)
         )
-        conn.execute(
-            update(conversations)
-            .where(_c.pk == pk)
-            .values(token_total=_c.token_total + delta, updated_at=utcnow())
+    conn.execute(
+        update(conversations)
+        .where(_c.pk == pk)
+        .values(
+            token_total=_c.token_total + delta, revision=_c.revision + 1, updated_at=utcnow()
         )
+    )
     return delta
 
 

@@ -38,7 +38,7 @@ CONVERSATION_COLUMNS = _columns(
     conversations,
     "pk id owner model encoding token_profile title meta created_at updated_at "
     "message_count token_total last_seq prefix_seq last_round_seq tool_state parent_id forked_at "
-    "window_start",
+    "window_start revision",
 )
 USAGE_COLUMNS = _columns(
     completions,
@@ -90,7 +90,7 @@ def to_loaded(r: Any, codec: Codec) -> Loaded:
     """A row of ``CONVERSATION_COLUMNS`` as the :class:`Loaded` state a handle keeps."""
     (pk, cid, owner, model, encoding, profile, title, meta, created, updated) = r[:10]
     (count, total, last_seq, prefix_seq, last_round_seq, stored_state, parent, forked_at) = r[10:18]
-    window_start = r[18]
+    window_start, revision = r[18:20]
     tool_state = codec.decode_opt(stored_state)  # pending tool-call ids and names
     info = ConversationInfo(
         id=cid,
@@ -110,6 +110,7 @@ def to_loaded(r: Any, codec: Codec) -> Loaded:
         parent=parent,
         forked_at=forked_at,
         window_start=window_start,
+        revision=revision,
     )
     return Loaded(pk, info, tool_state, profile)
 

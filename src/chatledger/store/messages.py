@@ -36,6 +36,7 @@ _STATE = select(
     _c.last_round_seq,
     _c.prefix_seq,
     _c.tool_state,
+    _c.revision,
 ).where(_c.pk == bindparam("p_pk"))
 _INSERT = insert(messages)
 _SET_STATE = (
@@ -53,7 +54,9 @@ _SET_STATE = (
 )
 # the same, only if nothing was appended (and the model not changed) since the handle read it
 _SET_STATE_IF = _SET_STATE.where(
-    _c.last_seq == bindparam("p_last_seq"), _c.token_profile == bindparam("p_profile")
+    _c.last_seq == bindparam("p_last_seq"),
+    _c.revision == bindparam("p_revision"),
+    _c.token_profile == bindparam("p_profile"),
 )
 
 
@@ -158,6 +161,7 @@ def append(
             cond = {
                 **_state_params(pk, plan, codec),
                 "p_last_seq": seen.last_seq,
+                "p_revision": seen.revision,
                 "p_profile": profile,
             }
             if conn.execute(_SET_STATE_IF, cond).rowcount == 1:
@@ -175,7 +179,7 @@ def append(
         replayed = _replay(conn, pk, key, batch)
         if replayed is not None:
             return Appended(replayed)
-    before = State(*row[1:6], tool_state)
+    before = State(*row[1:6], tool_state, row.revision)
     plan = plan_append(pk, before, batch, key)
     if plan.problems:
         raise InvalidMessageError(plan.problems)
@@ -243,6 +247,7 @@ def recount(conn: Connection, pk: int, counter: TokenCounter) -> None:
             encoding=counter.encoding_name,
             token_profile=counter.profile,
             token_total=cum,
+            revision=_c.revision + 1,
         )
     )
 

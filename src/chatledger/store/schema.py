@@ -101,6 +101,10 @@ conversations = Table(
     Column("forked_at", Integer, nullable=True),
     # where the window last sent started: StablePrefix holds it still between requests
     Column("window_start", Integer, nullable=True),
+    # bumped by every edit of the history (pop, truncate, edit, a new system prompt): with
+    # last_seq it names the state an append was planned on, so a handle that saw the state
+    # before an edit cannot write on top of it even when the edit left last_seq as it was
+    Column("revision", Integer, nullable=False, default=0, server_default=text("0")),
     # leads with owner: also the index of one owner's listing and erasure
     UniqueConstraint("owner", "id"),
     # SQLite would hand a deleted conversation's key to the next one: a handle kept across a
