@@ -139,9 +139,7 @@ def replace_message(conn: Connection, pk: int, shown_as: str, seq: int, new: Pre
     conn.execute(
         update(conversations)
         .where(_c.pk == pk)
-        .values(
-            token_total=_c.token_total + delta, revision=_c.revision + 1, updated_at=utcnow()
-        )
+        .values(token_total=_c.token_total + delta, revision=_c.revision + 1, updated_at=utcnow())
     )
     return delta
 
