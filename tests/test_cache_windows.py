@@ -200,6 +200,8 @@ def test_explain_predicts_the_cached_prefix(ledger: AnyLedger) -> None:
             expected = (before // 128) * 128 if before >= 1024 else 0
             assert abs(w.predicted_cached_tokens - expected) <= 128
             assert w.predicted_cached_tokens % 128 == 0
+            # saved at gpt-4o's list prices: $2.50 against $1.25 per 1M tokens
+            assert w.predicted_saving_micros == w.predicted_cached_tokens * 1.25
             assert "start held" in str(w)
         p = conv.window(plain, explain=True)
         if p.dropped.count:

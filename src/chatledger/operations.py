@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
 from typing import Any, TypeVar
@@ -298,7 +298,12 @@ def window(
             lambda c: msg_store.read_messages(c, pk, plan.start, last + 1, None)
         )
         rows += len(tail)
-    return job.result(snap, view, plan, tail, rows)
+    w = job.result(snap, view, plan, tail, rows)
+    price = h.config.prices.price(w.model)
+    if price is None or price.cached_input is None:
+        return w
+    saving = w.predicted_cached_tokens * (price.input - price.cached_input)
+    return replace(w, predicted_saving_micros=int(saving))
 
 
 def _fold(h: Handle, req: FoldRequest) -> Op[tuple[int, str] | None]:

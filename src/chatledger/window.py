@@ -445,6 +445,9 @@ class Window:
     #: the unchanged beginning, from 1,024 tokens in steps of 128): tools, the pinned prefix,
     #: a stored summary, and, when held, the tail before the newest round
     predicted_cached_tokens: int = 0
+    #: what those cached tokens save against the full input rate, in micro-dollars, at the
+    #: ledger's prices (None: no price, or no cached-input discount, for the model)
+    predicted_saving_micros: int | None = None
     #: the stored messages the window carries (prefix and kept tail, not the summary), with
     #: their seqs, counts and metadata
     records: tuple[StoredMessage, ...] = ()
@@ -488,9 +491,11 @@ class Window:
             f"  overhead    {self.overhead_tokens} tokens (reply priming, tools)",
             f"  read        {self.rows_read} rows",
         ]
+        saving = self.predicted_saving_micros
         lines.append(
             f"  cache       about {self.predicted_cached_tokens} tokens served from the prompt "
             f"cache ({'start held' if self.held else 'start moved or not held'})"
+            + ("" if not saving else f", saving ${saving / 1_000_000:.6f}")
         )
         lines += [f"  step        {s}" for s in self.steps]
         return "\n".join(lines)
