@@ -155,9 +155,7 @@ def test_interrupt_exits_130_with_one_line(tmp_path: Path) -> None:
         env=env,
     )
     assert proc.stdout is not None
-    seen = b""
-    while not seen.endswith(b"> "):  # waiting for input
-        seen += proc.stdout.read(1)
+    assert proc.stdout.readline().startswith(b"conversation ")  # then it waits for input
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130

@@ -59,9 +59,11 @@ def cmd_chat(args: argparse.Namespace, stdin: TextIO | None = None) -> int:
             f"conversation {conv.id} ({conv.info.message_count} messages stored, model "
             f"{conv.model}); /window, /stats, /quit"
         )
+        interactive = stdin.isatty()
         while True:
-            sys.stdout.write("> ")
-            sys.stdout.flush()
+            if interactive:  # no prompts in a transcript of piped input
+                sys.stdout.write("> ")
+                sys.stdout.flush()
             line = stdin.readline()
             if not line or line.strip() in ("/quit", "/exit"):
                 break

@@ -9,10 +9,9 @@ import contextlib
 import json
 from typing import Any
 
-from chatledger.cli.common import db_url
+from chatledger.cli.common import db_url, open_ledger
 from chatledger.cli.output import Column, emit_json_line, say, table, usd
 from chatledger.errors import ConversationNotFoundError
-from chatledger.ledger import Ledger
 from chatledger.strategies import Summarize, TokenBudget
 from chatledger.window import Span, Strategy, Window
 
@@ -94,7 +93,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     owner = args.owner
     rows: list[tuple[object, ...]] = []
     last: Window | None = None
-    with Ledger(url) as ledger:
+    with open_ledger(args) as ledger:
         with contextlib.suppress(ConversationNotFoundError):
             ledger.delete(args.id, owner=owner)
         conv = ledger.conversation(

@@ -64,7 +64,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
                 Column("model"),
                 Column("msgs", right=True),
                 Column("tokens", right=True),
-                Column("updated"),
+                Column("updated (UTC)"),
             ],
             [
                 (
