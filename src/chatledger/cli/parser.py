@@ -54,8 +54,8 @@ def _globals(suppress: bool) -> argparse.ArgumentParser:
     p.add_argument(
         "--owner",
         default=default,
-        help="the owner whose conversations to act on (default: conversations with no owner; "
-        "ls and stats: every owner)",
+        help="the owner whose conversations to act on (default: the conversations with no "
+        "owner; for ls, stats, export and delete-idle every owner's; import keeps each line's)",
     )
     return p
 
@@ -190,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
         "action", choices=["current", "upgrade", "encrypt", "rotate-keys"], help="what to do"
     )
     p.add_argument("revision", nargs="?", default="head", help="upgrade: the target revision")
-    _json(p, "one document with the revisions")
+    _json(p, "one document: the revisions, or the rotation report")
 
     p = command("rm", "delete conversations (their usage records stay)", retention.cmd_rm)
     p.add_argument("ids", nargs="*", help="conversation ids")
