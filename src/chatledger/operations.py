@@ -283,7 +283,7 @@ def window(
     h.load(snap.loaded)
     job.counter = h.counter  # the snapshot's model, even if another worker just changed it
     view = job.view(snap, h.id)
-    steps = plan_window(job.chain, view, snap.summary, job.counter)
+    steps = plan_window(job.chain, view, snap.summary, job.counter, job.kinds)
     try:
         req = next(steps)
         while True:

@@ -26,6 +26,7 @@ from chatledger.tokens import TokenCounter
 __all__ = [
     "Around",
     "Budgeted",
+    "ChainKinds",
     "Cut",
     "Entry",
     "Fold",
@@ -255,6 +256,31 @@ def with_reserve(s: Strategy, reserve: int) -> Strategy:
     return s.with_reserve(reserve) if isinstance(s, Budgeted) else s
 
 
+@dataclass(frozen=True)
+class ChainKinds:
+    """What a chain holds, found once per window: runtime protocol checks are costly, and a
+    window asks these questions in several places."""
+
+    flat: tuple[Strategy, ...]
+    folder: Folding | None
+    allowed: int | None
+    rewriters: tuple[Rewriting, ...]
+    anchored: bool
+
+    @classmethod
+    def of(cls, chain: Sequence[Strategy]) -> ChainKinds:
+        flat = tuple(flatten(chain))
+        folder = next((s for s in flat if isinstance(s, Folding)), None)
+        budgets = [s.allowed for s in flat if isinstance(s, Budgeted)]
+        return cls(
+            flat,
+            folder,
+            min(budgets) if budgets else None,
+            tuple(s for s in flat if isinstance(s, Rewriting)),
+            any(isinstance(s, Around) for s in flat),
+        )
+
+
 def budget_of(chain: Sequence[Strategy]) -> int | None:
     """The tightest prompt budget of the chain's budgets, wrappers' included (None: none)."""
     budgets = [s.allowed for s in flatten(chain) if isinstance(s, Budgeted)]
@@ -335,10 +361,12 @@ def plan_window(
     view: WindowView,
     stored_summary: tuple[int, str] | None,
     counter: TokenCounter,
+    kinds: ChainKinds | None = None,
 ) -> Generator[FoldRequest, tuple[int, str] | None, Plan]:
     """Apply the strategies in order; yield a fold request where a folding strategy asks."""
-    folder = next((s for s in flatten(chain) if isinstance(s, Folding)), None)
-    plan = Plan(start=view.start, summary=None, allowed=budget_of(chain))
+    kinds = kinds or ChainKinds.of(chain)
+    folder = kinds.folder
+    plan = Plan(start=view.start, summary=None, allowed=kinds.allowed)
     if folder is not None and stored_summary is not None:
         upto, text = stored_summary
         msg = folder.summary_message(text)

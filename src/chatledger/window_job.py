@@ -15,10 +15,8 @@ from chatledger.errors import PendingToolCallsError
 from chatledger.rows import Lookback, Snapshot, StoredMessage
 from chatledger.tokens import TokenCounter, system_text
 from chatledger.window import (
-    Around,
-    Folding,
+    ChainKinds,
     Plan,
-    Rewriting,
     Span,
     Strategy,
     StrategyArg,
@@ -26,7 +24,6 @@ from chatledger.window import (
     WindowView,
     chain_of,
     combined_lookback,
-    flatten,
     for_model,
     with_reserve,
 )
@@ -44,6 +41,7 @@ class WindowJob:
     counter: TokenCounter
     tools: Sequence[Mapping[str, Any]] | None
     tool_choice: Any
+    kinds: ChainKinds
 
     @classmethod
     def start(
@@ -57,8 +55,9 @@ class WindowJob:
         chain = [for_model(s, counter.model) for s in chain_of(strategy)]
         if reserve:
             chain = [with_reserve(s, reserve) for s in chain]
-        folds = any(isinstance(s, Folding) for s in flatten(chain))
-        return cls(chain, combined_lookback(chain), folds, counter, tools, tool_choice)
+        kinds = ChainKinds.of(chain)
+        folds = kinds.folder is not None
+        return cls(chain, combined_lookback(chain), folds, counter, tools, tool_choice, kinds)
 
     def view(self, snap: Snapshot, conversation_id: str) -> WindowView:
         """What the strategies see, from what the store read; refuses open tool calls."""
@@ -141,7 +140,7 @@ class WindowJob:
             steps=tuple(plan.steps),
             rows_read=rows_read,
             rewritten=rewritten,
-            anchored=any(isinstance(s, Around) for s in flatten(self.chain)),
+            anchored=self.kinds.anchored,
             held=plan.held,
             predicted_cached_tokens=self._predicted_cache(
                 plan, overhead, prefix_tokens, summary_tokens, tail, sent_tokens
@@ -178,7 +177,7 @@ class WindowJob:
         tokens = [r.tokens for r in tail]
         done: list[int] = []
         index = {r.seq: i for i, r in enumerate(tail)}
-        rewriters = [s for s in flatten(self.chain) if isinstance(s, Rewriting)]
+        rewriters = self.kinds.rewriters
         # a tool result is counted under the call it answers, which a window always carries
         calls = {
             c["id"]: r.message
