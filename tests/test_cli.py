@@ -162,17 +162,13 @@ def test_interrupt_exits_130_with_one_line(tmp_path: Path) -> None:
     assert err.decode() == "chatledger: interrupted\n"
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
-def test_a_terminal_gets_colour_and_whole_ids(tmp_path: Path) -> None:
+def on_terminal(*args: str) -> bytes:
+    """What the command writes to a (pseudo-)terminal 60 columns wide, stdout and stderr."""
     import pty
 
-    url = f"sqlite:///{tmp_path / 't.db'}"
-    long_id = "conversation-" + "x" * 60
-    with cl.Ledger(url) as led:
-        led.conversation(long_id, title="a title long enough to need wrapping " * 3)
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "chatledger", "ls", "--db", url],
+        [sys.executable, "-m", "chatledger", *args],
         stdout=follower,
         stderr=follower,
         env={**os.environ, "COLUMNS": "60", "TERM": "xterm-256color"},
@@ -184,8 +180,24 @@ def test_a_terminal_gets_colour_and_whole_ids(tmp_path: Path) -> None:
             seen += chunk
     os.close(leader)
     assert proc.wait(timeout=120) == 0, seen
-    assert b"\x1b[" in seen, seen  # styled
-    assert long_id.encode() in seen  # never cut, however narrow the terminal
+    return seen
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_a_terminal_gets_colour_whole_ids_and_progress(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 't.db'}"
+    long_id = "conversation-" + "x" * 60
+    with cl.Ledger(url) as led:
+        led.conversation(long_id, title="a title long enough to need wrapping " * 3)
+    listed = on_terminal("ls", "--db", url)
+    assert b"\x1b[" in listed, listed  # styled
+    assert long_id.encode() in listed  # never cut, however narrow the terminal
+    dump = tmp_path / "dump.jsonl"
+    subprocess.run(  # the export's progress went to a pipe: none drawn
+        [sys.executable, "-m", "chatledger", "export", "-o", str(dump), "--db", url], check=True
+    )
+    imported = on_terminal("import", str(dump), "--db", f"sqlite:///{tmp_path / 'copy.db'}")
+    assert b"importing" in imported and b"imported 1 conversations" in imported
 
 
 def test_broken_pipe_is_silent(tmp_path: Path) -> None:
@@ -232,6 +244,7 @@ def test_export_then_import_into_a_fresh_database(
     assert exported.returncode == 0 and "exported 2" in exported.stderr, exported.stderr
     first = run("import", str(dump), "--db", copy)
     assert first.returncode == 0 and "imported 2" in first.stderr, first.stderr
+    assert first.stderr.count("\n") == 1 and "\x1b" not in first.stderr  # no bar when piped
     again = run("import", "-", "--db", copy, "--json", stdin=dump.read_bytes())
     assert again.returncode == 0
     assert json.loads(again.stdout)["unchanged"] == 2  # stdout holds the report, only
