@@ -571,11 +571,18 @@ def list_conversations(owner: str | None, limit: int, offset: int) -> Op[list[Co
 
 def delete_owner(owner: str) -> Op[int]:
     check_id(owner, "owner")
-    return (yield from writing(lambda c: conv_store.delete_owner(c, owner)))
+    batch, swept = partial(conv_store.delete_owner_batch, owner=owner), conv_store.Swept()
+    while not swept.done:  # a transaction per batch of whole conversations
+        swept = yield from writing(partial(batch, swept=swept))
+    return swept.deleted
 
 
 def delete_idle(cutoff: datetime, owner: str | None) -> Op[int]:
-    return (yield from writing(lambda c: maintenance.delete_idle(c, cutoff, owner)))
+    batch = partial(maintenance.delete_idle_batch, cutoff=cutoff, owner=owner)
+    swept = conv_store.Swept()
+    while not swept.done:
+        swept = yield from writing(partial(batch, swept=swept))
+    return swept.deleted
 
 
 def ledger_usage(

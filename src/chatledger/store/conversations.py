@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Select, bindparam, delete, insert, select, update
 
 from chatledger.append_plan import utcnow
 from chatledger.errors import ConversationExistsError, ConversationNotFoundError
@@ -20,14 +21,19 @@ from chatledger.store.schema import (
 )
 
 __all__ = [
+    "BATCH_CONVERSATIONS",
+    "BATCH_MESSAGES",
+    "Swept",
     "delete_conversation",
-    "delete_owner",
+    "delete_locked",
+    "delete_owner_batch",
     "delete_pks",
     "find_conversation",
     "insert_conversation",
     "list_conversations",
     "load_conversation",
     "lock_conversation",
+    "take_batch",
     "update_conversation",
 ]
 
@@ -119,20 +125,21 @@ def list_conversations(
     return [to_loaded(r, codec) for r in conn.execute(q)]
 
 
-def delete_pks(conn: Connection, pks: list[int]) -> int:
+def delete_pks(conn: Connection, pks: list[int], *, erase_usage: bool = False) -> int:
     """Delete conversations by key with their messages and summaries; returns how many.
 
     Their usage rows stay, unlinked and with their meta (which may quote replies) cleared:
-    they are billing records, so deleting a conversation never resets its owner's spend."""
+    they are billing records, so deleting a conversation never resets its owner's spend.
+    ``erase_usage`` deletes them instead (an owner's erasure)."""
     if not pks:
         return 0
     for table in (messages, summaries):
         conn.execute(delete(table).where(table.c.conversation_pk.in_(pks)))
-    conn.execute(
-        update(completions)
-        .where(completions.c.conversation_pk.in_(pks))
-        .values(conversation_pk=None, meta=None)
-    )
+    linked = completions.c.conversation_pk.in_(pks)
+    if erase_usage:
+        conn.execute(delete(completions).where(linked))
+    else:
+        conn.execute(update(completions).where(linked).values(conversation_pk=None, meta=None))
     return conn.execute(delete(conversations).where(_c.pk.in_(pks))).rowcount
 
 
@@ -141,13 +148,73 @@ def delete_conversation(conn: Connection, pk: int, shown_as: str) -> None:
         raise ConversationNotFoundError(shown_as)
 
 
-def delete_owner(conn: Connection, owner: str) -> int:
-    """Delete every conversation of an owner, with its messages and summaries, and all of the
-    owner's usage rows, reservations and budget lock (erasure)."""
-    pks = list(conn.execute(select(_c.pk).where(_c.owner == owner)).scalars())
-    deleted = 0
-    for i in range(0, len(pks), 500):  # keep IN lists within every driver's parameter limit
-        deleted += delete_pks(conn, pks[i : i + 500])
-    for table in (completions, reservations, budget_locks):
+# --- retention in batches -----------------------------------------------------------------------
+
+#: The most conversations one retention transaction deletes (also the longest IN list, within
+#: every driver's parameter limit) ...
+BATCH_CONVERSATIONS = 500
+#: ... and the most messages it aims at: a conversation is never split across transactions, so
+#: one longer than this is a batch of its own.
+BATCH_MESSAGES = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class Swept:
+    """A batched delete's progress, carried from one transaction to the next: a value, so a
+    batch whose transaction failed leaves no trace in it."""
+
+    deleted: int = 0  # conversations deleted so far
+    after: int = 0  # the last key looked at (a sweep that walks the keys)
+    done: bool = False
+
+
+def take_batch(conn: Connection, candidates: Select[Any]) -> list[int]:
+    """The keys of the first ``candidates`` rows (``pk, message_count``) that fit one batch:
+    at most :data:`BATCH_CONVERSATIONS`, and :data:`BATCH_MESSAGES` unless it is one."""
+    taken: list[int] = []
+    held = 0
+    for pk, count in conn.execute(candidates.limit(BATCH_CONVERSATIONS)):
+        if taken and held + count > BATCH_MESSAGES:
+            break
+        taken.append(int(pk))
+        held += int(count)
+    return taken
+
+
+def delete_locked(
+    conn: Connection, pks: list[int], still: ColumnElement[bool], *, erase_usage: bool = False
+) -> int:
+    """Lock the conversations ``pks`` that still match ``still``, then delete them whole.
+
+    The lock is an ``UPDATE`` first (the conversation lock every append takes; on SQLite the
+    write lock, before any read of this transaction), then a locking read of what it locked,
+    which sees the newest commit on MySQL too. An append that won the lock has committed its
+    message, which is then deleted with the rest; one that waits finds no row and fails with
+    ConversationNotFoundError. A conversation that became active since ``pks`` was read no
+    longer matches ``still`` and is kept."""
+    if not pks:
+        return 0
+    mine = (_c.pk.in_(pks), still)
+    conn.execute(update(conversations).where(*mine).values(updated_at=_c.updated_at))
+    locked = select(_c.pk).where(*mine).order_by(_c.pk).with_for_update()
+    return delete_pks(conn, list(conn.execute(locked).scalars()), erase_usage=erase_usage)
+
+
+def delete_owner_batch(conn: Connection, owner: str, swept: Swept) -> Swept:
+    """One transaction of an owner's erasure: a batch of its conversations (with their
+    messages, summaries and usage rows); once none is left, a batch of its other usage rows;
+    then its reservations and budget lock, and the sweep is done."""
+    mine = _c.owner == owner
+    pks = take_batch(conn, select(_c.pk, _c.message_count).where(mine).order_by(_c.id))
+    if pks:
+        deleted = delete_locked(conn, pks, mine, erase_usage=True)
+        return replace(swept, deleted=swept.deleted + deleted)
+    usage = completions.c
+    left = select(usage.pk).where(usage.owner == owner).order_by(usage.pk)
+    rows = list(conn.execute(left.limit(BATCH_CONVERSATIONS)).scalars())
+    if rows:
+        conn.execute(delete(completions).where(usage.pk.in_(rows)))
+        return swept
+    for table in (reservations, budget_locks):
         conn.execute(delete(table).where(table.c.owner == owner))
-    return deleted
+    return replace(swept, done=True)

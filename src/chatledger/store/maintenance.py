@@ -7,13 +7,14 @@ applications starting on a fresh database at once all succeed.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import Connection, delete, insert, inspect, select
 
 from chatledger.encryption import Codec, EncryptionMismatchError
 from chatledger.errors import SchemaVersionError
-from chatledger.store.conversations import delete_pks
+from chatledger.store.conversations import Swept, delete_locked, take_batch
 from chatledger.store.locks import insert_missing, schema_lock
 from chatledger.store.mapping import codec_of
 from chatledger.store.schema import (
@@ -24,7 +25,7 @@ from chatledger.store.schema import (
     version_table,
 )
 
-__all__ = ["delete_idle", "encryption_setting", "ensure_schema", "set_encryption"]
+__all__ = ["delete_idle_batch", "encryption_setting", "ensure_schema", "set_encryption"]
 
 
 def _revisions(conn: Connection, locked: bool = False) -> list[str] | None:
@@ -113,14 +114,18 @@ def _settle_encryption(conn: Connection, codec: Codec, locked: bool = False) -> 
     )
 
 
-def delete_idle(conn: Connection, cutoff: datetime, owner: str | None) -> int:
-    """Delete conversations last active before ``cutoff`` (only ``owner``'s when given); their
-    usage rows stay (billing records: only ``delete_owner`` removes them)."""
-    q = select(conversations.c.pk).where(conversations.c.updated_at < cutoff)
+def delete_idle_batch(conn: Connection, cutoff: datetime, owner: str | None, swept: Swept) -> Swept:
+    """One transaction of a retention sweep: a batch of conversations last active before
+    ``cutoff`` (only ``owner``'s when given), walked by key from where the last batch ended
+    (``updated_at`` has no index: each row is looked at once). Their usage rows stay (billing
+    records: only an owner's erasure removes them)."""
+    c = conversations.c
+    idle = c.updated_at < cutoff
     if owner is not None:
-        q = q.where(conversations.c.owner == owner)
-    pks = list(conn.execute(q).scalars())
-    deleted = 0
-    for i in range(0, len(pks), 500):
-        deleted += delete_pks(conn, pks[i : i + 500])
-    return deleted
+        idle = idle & (c.owner == owner)
+    candidates = select(c.pk, c.message_count).where(c.pk > swept.after, idle).order_by(c.pk)
+    pks = take_batch(conn, candidates)
+    if not pks:
+        return replace(swept, done=True)
+    deleted = delete_locked(conn, pks, idle)
+    return replace(swept, deleted=swept.deleted + deleted, after=pks[-1])
