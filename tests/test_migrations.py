@@ -265,3 +265,30 @@ def test_upgrade_refuses_a_newer_schema_in_one_line(
     assert "0099" in err and "newer chatledger" in err
     with pytest.raises(cl.SchemaVersionError, match="newer than this chatledger"):
         cl.Ledger(fresh_url, create_tables=False).conversations()
+
+
+def test_encrypting_a_database_with_usage_rows(fresh_url: str) -> None:
+    """migrate.encrypt rewrites usage rows too, idempotency keys included (a usage row is
+    read by its own key, and its conversation looked up for the hashed key's check)."""
+    reply = {
+        "id": "resp-1",
+        "model": "gpt-4o",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "yo"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 1},
+    }
+    with cl.Ledger(fresh_url) as led:
+        conv = led.conversation("c", model="gpt-4o")
+        conv.append({"role": "user", "content": "hi"}, idempotency_key="m1")
+        conv.record(reply, idempotency_key="k1")
+    enc = cl.Encryption([cl.Encryption.generate_key()])
+    report = migrate.encrypt(fresh_url, enc)
+    assert report.failures == [] and report.tables["completions"].rotated == 1
+    with cl.Ledger(fresh_url, encryption=enc) as led:
+        conv = led.conversation("c")
+        assert conv.messages()[-1] == {"role": "assistant", "content": "yo"}
+        assert conv.usage_records()[0].response_id == "resp-1"
+        # the hashed keys still replay: nothing is recorded twice
+        conv.record(reply, idempotency_key="k1")
+        assert len(conv.usage_records()) == 1

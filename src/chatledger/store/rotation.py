@@ -90,9 +90,10 @@ def _hash_taken(conn: Connection, table: Table, row: Any, values: dict[str, str]
     if hashed is None:
         return False
     c = table.c
-    taken = select(
-        exists().where(c.conversation_pk == row.conversation_pk, c.idempotency_key == hashed)
-    )
+    owner_pk = row._mapping.get("conversation_pk", None)
+    if owner_pk is None:  # a usage row is read by its own key: find its conversation
+        owner_pk = conn.execute(select(c.conversation_pk).where(c.pk == row.pk)).scalar()
+    taken = select(exists().where(c.conversation_pk == owner_pk, c.idempotency_key == hashed))
     return bool(conn.execute(taken).scalar())
 
 
