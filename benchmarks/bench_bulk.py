@@ -4,6 +4,7 @@ raw ``executemany`` of the same rows.
     .venv-bench/bin/python benchmarks/bench_bulk.py            # N = 10k and 100k
     .venv-bench/bin/python benchmarks/bench_bulk.py --quick    # N = 10k only
     .venv-bench/bin/python benchmarks/bench_bulk.py --no-postgres
+    .venv-bench/bin/python benchmarks/bench_bulk.py --breakdown  # CPU per message, by step
 
 Two floors, timed in this process in alternation with chatledger (ratios only, never
 absolute targets):
@@ -13,11 +14,13 @@ absolute targets):
   commit per batch into a table with the columns, primary key, foreign key and indexes of
   ``chatledger_messages``. The database's floor.
 - ``raw+count``: the same with ``json.dumps`` of each message and tiktoken's
-  ``encode_ordinary`` of its strings on the clock: the least work any store of exact token
-  counts does, without chatledger's validation, tool pairing or per-message rules.
+  ``encode_ordinary`` of its texts on the clock (the Rust core, as chatledger calls it): the
+  least work any store of exact token counts does, without chatledger's validation, tool
+  pairing or per-message rules.
 
-For ``import_jsonl`` the floor inserts each conversation's row and then its messages in one
-transaction per conversation, as the import does (rows built before the clock starts).
+For ``import_jsonl`` the floors insert each conversation's row and then its messages in one
+transaction per conversation, as the import does; ``raw+count`` also parses each line with
+``json.loads`` on the clock.
 Throughput is messages per second; a ratio is chatledger's throughput over the floor's.
 """
 
@@ -100,13 +103,22 @@ def dumps(m: dict[str, Any]) -> str:
 
 
 def texts(m: dict[str, Any]) -> list[str]:
-    """The strings a token count encodes: role, text content, tool call names and arguments."""
-    out = [m["role"]]
+    """The strings a token count encodes: text content, tool call names and arguments (a
+    role's tokens are a constant)."""
+    out = []
     if isinstance(m.get("content"), str):
         out.append(m["content"])
     for c in m.get("tool_calls") or ():
         out += [c["function"]["name"], c["function"]["arguments"]]
     return out
+
+
+def fastest_encode() -> Callable[[str], list[int]]:
+    """tiktoken's ``encode_ordinary`` without its Python wrapper (as chatledger calls it)."""
+    encoding = encoding_for_model(MODEL)
+    core = getattr(encoding, "_core_bpe", None)
+    fn: Callable[[str], list[int]] = getattr(core, "encode_ordinary", encoding.encode_ordinary)
+    return fn
 
 
 def raw_rows(pk: int, msgs: list[dict[str, Any]], counter: TokenCounter) -> list[dict[str, Any]]:
@@ -167,7 +179,7 @@ class Bench:
         self.table = raw_table(self.md)
         self.md.create_all(self.engine, tables=[self.table])
         self.counter = TokenCounter(MODEL)
-        self.encode = encoding_for_model(MODEL).encode_ordinary
+        self.encode = fastest_encode()
 
     def close(self) -> None:
         self.table.drop(self.engine)
@@ -234,45 +246,115 @@ class Bench:
             export_jsonl(src, buf)
         backup = buf.getvalue()
         per_conv = [raw_rows(self.holder._h.pk, c, self.counter) for c in convs]
-        new_conv = insert(conv_table)
-        stmt = insert(self.table)
-        now = datetime.now(UTC)
+        lines = backup.splitlines()[1:]  # after the header
+        enc = self.encode
 
         def floor() -> None:
             for rows in per_conv:
-                with self.engine.begin() as c:
-                    key = c.execute(
-                        new_conv,
+                self._insert_conversation(rows)
+
+        def floor_counted() -> None:
+            for line in lines:
+                msgs = [m["message"] for m in json.loads(line)["messages"]]
+                rows, cum, now = [], 0, datetime.now(UTC)
+                for seq, m in enumerate(msgs, 1):
+                    n = sum(len(enc(t)) for t in texts(m)) + 3
+                    cum += n
+                    rows.append(
                         {
-                            "id": uuid.uuid4().hex,
-                            "owner": "bench-floor",
-                            "model": MODEL,
-                            "encoding": "o200k_base",
-                            "token_profile": "floor",
+                            "seq": seq,
+                            "role": m["role"],
+                            "data": dumps(m),
+                            "tokens": n,
+                            "cum_tokens": cum,
+                            "round_seq": seq,
                             "created_at": now,
-                            "updated_at": now,
-                            "message_count": len(rows),
-                            "token_total": rows[-1]["cum_tokens"],
-                            "last_seq": len(rows),
-                        },
-                    ).inserted_primary_key
-                    assert key is not None
-                    for r in rows:
-                        r["conversation_pk"] = key[0]
-                    c.execute(stmt, rows)
+                            "status": None,
+                            "meta": None,
+                            "idempotency_key": None,
+                        }
+                    )
+                self._insert_conversation(rows)
 
         def ours() -> None:
             report = import_jsonl(self.ledger, io.StringIO(backup), owner=uuid.uuid4().hex)
             if report.imported != len(convs) or report.refused:
                 raise AssertionError(f"import refused lines: {report.refused[:3]}")
 
-        medians = self._alternate([ours, floor], self._clear)
+        medians = self._alternate([ours, floor, floor_counted], self._clear)
         total = sum(len(c) for c in convs)
-        return (f"import_jsonl, {len(convs)} conversations", total, [*medians, float("nan")])
+        return (f"import_jsonl, {len(convs)} conversations", total, medians)
+
+    def _insert_conversation(self, rows: list[dict[str, Any]]) -> None:
+        """The floor of one imported conversation: its row, then its messages, one commit."""
+        now = datetime.now(UTC)
+        with self.engine.begin() as c:
+            key = c.execute(
+                insert(conv_table),
+                {
+                    "id": uuid.uuid4().hex,
+                    "owner": "bench-floor",
+                    "model": MODEL,
+                    "encoding": "o200k_base",
+                    "token_profile": "floor",
+                    "created_at": now,
+                    "updated_at": now,
+                    "message_count": len(rows),
+                    "token_total": rows[-1]["cum_tokens"],
+                    "last_seq": len(rows),
+                },
+            ).inserted_primary_key
+            assert key is not None
+            for r in rows:
+                r["conversation_pk"] = key[0]
+            c.execute(insert(self.table), rows)
+
+
+def breakdown(n: int, reps: int) -> list[str]:
+    """Where one ``extend`` of ``n`` messages spends its CPU outside the database: each step
+    of ``LedgerConfig.prepare`` and ``plan_append`` alone (process time, medians)."""
+    from chatledger.append_plan import plan_append
+    from chatledger.config import LedgerConfig
+    from chatledger.errors import Problem
+    from chatledger.messages import _normalize
+    from chatledger.rows import State
+
+    msgs = workload.history(n)
+    counter = TokenCounter(MODEL)
+    config = LedgerConfig(default_model=MODEL, max_message_bytes=8 * 1024 * 1024)
+    batch, _ = config.prepare(msgs, counter)
+    problems: list[Problem] = []
+    normal = [m for i, m0 in enumerate(msgs) if (m := _normalize(m0, i, problems)) is not None]
+    enc = fastest_encode()
+    steps: list[tuple[str, Callable[[], object]]] = [
+        ("LedgerConfig.prepare, all of it", lambda: config.prepare(msgs, counter)),
+        ("  validation (messages._normalize)", lambda: [_normalize(m, 0, []) for m in msgs]),
+        ("  serialisation (json.dumps)", lambda: [dumps(m) for m in normal]),
+        ("  counting (TokenCounter.messages)", lambda: counter.messages(normal)),
+        (
+            "tiktoken encode_ordinary of the texts (the floor's)",
+            lambda: [enc(t) for m in msgs for t in texts(m)],
+        ),
+        (
+            "plan_append (seqs, totals, rounds, pairing)",
+            lambda: plan_append(1, State(0, 0, 0, 0, 0, None), batch, None),
+        ),
+    ]
+    out = []
+    for label, fn in steps:
+        times = []
+        for _ in range(reps):
+            t = time.process_time()
+            fn()
+            times.append(time.process_time() - t)
+        us = statistics.median(times) / n * 1e6
+        out.append(f"| {label} | {us:.1f} µs |")
+        print(out[-1], flush=True)
+    return out
 
 
 def rate(n: int, s: float) -> str:
-    return "-" if s != s else f"{n / s:,.0f}"
+    return f"{n / s:,.0f}"
 
 
 def bench(url: str, backend: str, sizes: list[int], reps: int) -> list[str]:
@@ -284,7 +366,7 @@ def bench(url: str, backend: str, sizes: list[int], reps: int) -> list[str]:
             results += b.extend(n)
             results.append(b.import_(n))
         for label, n, (ours, raw, counted) in results:
-            c_ratio = "-" if counted != counted else f"{counted / ours:.2f}"
+            c_ratio = f"{counted / ours:.2f}"
             lines.append(
                 f"| {backend} | {n:,} | {label} | {ours * 1000:,.0f} ms | {rate(n, ours)} | "
                 f"{rate(n, raw)} | {raw / ours:.2f} | {rate(n, counted)} | {c_ratio} |"
@@ -300,7 +382,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="N = 10k only, fewer repetitions")
     ap.add_argument("--no-postgres", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--breakdown", action="store_true", help="CPU per message, step by step")
     args = ap.parse_args()
+    if args.breakdown:
+        print("| step (10,000 workload messages) | CPU per message |\n| --- | ---: |")
+        breakdown(10_000, args.reps or 5)
+        return
     sizes = [10_000] if args.quick else [10_000, 100_000]
     reps = args.reps or 3
     head = [
