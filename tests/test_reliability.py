@@ -186,9 +186,8 @@ def test_connection_killed_mid_transaction(
         armed = {"on": True}
 
         def killer(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-            if armed["on"] and statement.lstrip().upper().startswith(
-                "INSERT INTO CHATLEDGER_MESSAGES"
-            ):
+            # the insert of the message (on PostgreSQL inside the append's one statement)
+            if armed["on"] and "INSERT INTO CHATLEDGER_MESSAGES" in statement.upper():
                 armed["on"] = False
                 pid = conn.info.get("cl_pid")
                 _kill(backend, db_url, pid)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, union_all, update
 
 from chatledger.append_plan import PREFIX_ROLES, AppendPlan, batch_key, plan_append, utcnow
 from chatledger.encryption import PLAIN, Codec
@@ -58,6 +58,46 @@ _SET_STATE_IF = _SET_STATE.where(
     _c.revision == bindparam("p_revision"),
     _c.token_profile == bindparam("p_profile"),
 )
+
+
+# the columns an appended row carries, in order
+_ROW_COLUMNS = (
+    "conversation_pk",
+    "seq",
+    "role",
+    "data",
+    "tokens",
+    "cum_tokens",
+    "round_seq",
+    "created_at",
+    "status",
+    "meta",
+    "idempotency_key",
+)
+_PG_APPENDS: dict[int, Any] = {}
+#: batches up to this size go in one statement on PostgreSQL (a larger one: its own INSERT)
+_PG_ONE_STATEMENT = 8
+
+
+def _pg_append(n: int) -> Any:
+    """PostgreSQL: the conditional state update and the insert of ``n`` rows as one statement
+    (a data-modifying CTE: one round trip, not two). The rows are inserted only if the update
+    matched, so the rows it returns say whether the compare-and-set held (the driver's row
+    count of such a statement is not reported)."""
+    stmt = _PG_APPENDS.get(n)
+    if stmt is None:
+        state = _SET_STATE_IF.returning(_c.pk).cte("state")
+        rows = [
+            select(
+                state.c.pk, *(bindparam(f"r{i}_{c}", type_=_m[c].type) for c in _ROW_COLUMNS[1:])
+            )
+            for i in range(n)
+        ]
+        source = rows[0] if n == 1 else union_all(*rows)
+        stmt = _PG_APPENDS[n] = (
+            insert(messages).from_select(list(_ROW_COLUMNS), source).returning(_m.seq)
+        )
+    return stmt
 
 
 def _state_params(pk: int, plan: AppendPlan, codec: Codec) -> dict[str, Any]:
@@ -164,8 +204,14 @@ def append(
                 "p_revision": seen.revision,
                 "p_profile": profile,
             }
-            if conn.execute(_SET_STATE_IF, cond).rowcount == 1:
-                conn.execute(_INSERT, _encoded(plan.rows, codec))
+            rows = _encoded(plan.rows, codec)
+            if conn.dialect.name == "postgresql" and len(rows) <= _PG_ONE_STATEMENT:
+                for i, r in enumerate(rows):
+                    cond.update({f"r{i}_{c}": r[c] for c in _ROW_COLUMNS[1:]})
+                if len(conn.execute(_pg_append(len(rows)), cond).all()) == len(rows):
+                    return Appended(plan.stored, plan.after)
+            elif conn.execute(_SET_STATE_IF, cond).rowcount == 1:
+                conn.execute(_INSERT, rows)
                 return Appended(plan.stored, plan.after)
         # stale or refused on what the handle saw: decide on the row itself
     lock_conversation(conn, pk, shown_as)
