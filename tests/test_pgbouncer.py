@@ -180,3 +180,18 @@ def test_the_settings_keep_statements_in_their_transaction(
     )
     with Opener(twin) as opener:  # type: ignore[arg-type]
         _append_while_another_client_holds_its_server(opener, url, database, **options)
+
+
+def test_a_session_setting_stays_with_the_server_connection(bouncer: int, database: str) -> None:
+    """Why docs/scaling.md sets ``lock_timeout`` on the role: the ``SET`` a ledger sends when it
+    connects lands on one server connection, and the next client to get that connection
+    inherits it, while the ledger's own next transaction may run on one without it."""
+    url = _via(database, bouncer)
+    with cl.Ledger(url, lock_timeout=7, pool_size=1, **SYNC_OPTIONS) as ledger:  # type: ignore[arg-type]
+        assert ledger.conversations() == []  # the first call connects
+        stranger = create_engine(resolve_url(url, asynchronous=False))
+        try:
+            with stranger.connect() as conn:  # never set anything
+                assert conn.execute(text("SHOW lock_timeout")).scalar() == "7s"
+        finally:
+            stranger.dispose()
