@@ -212,7 +212,8 @@ def delete_owner_batch(conn: Connection, owner: str, swept: Swept) -> Swept:
         deleted = delete_locked(conn, pks, mine, erase_usage=True)
         return replace(swept, deleted=swept.deleted + deleted)
     usage = completions.c
-    left = select(usage.pk).where(usage.owner == owner).order_by(usage.pk)
+    # in the owner index's order: by pk, PostgreSQL walks every row once none is left
+    left = select(usage.pk).where(usage.owner == owner).order_by(usage.created_at)
     rows = list(conn.execute(left.limit(BATCH_CONVERSATIONS)).scalars())
     if rows:
         conn.execute(delete(completions).where(usage.pk.in_(rows)))
