@@ -56,8 +56,12 @@ def plan_append(pk: int, before: State, batch: Sequence[Prepared], key: str | No
     rows: list[dict[str, Any]] = []
     out: list[StoredMessage] = []
     for i, p in enumerate(batch):
-        role = p.message["role"]
-        tools.feed(p.message, i, problems, seq + 1)
+        msg = p.message
+        role = msg["role"]
+        if tools.calls or role == "tool" or "tool_calls" in msg:
+            # with no call open, any other message leaves the pairing as it is (a long
+            # history is mostly such messages)
+            tools.feed(msg, i, problems, seq + 1)
         seq += 1
         cum += p.tokens
         if role == "user":

@@ -27,7 +27,7 @@ import json
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from functools import partial
+from functools import cached_property, partial
 from typing import TYPE_CHECKING, Any, Literal, TextIO
 
 from pydantic import ValidationError as _ValidationError
@@ -198,10 +198,28 @@ class _Prepared:
     stored under its ``(owner, id)``."""
 
     restored: store.Restored
-    line: ConversationLine
+    #: the line as stored but for its messages, which ``line`` adds from the rows
+    head: ConversationLine
     repairs: list[str]
     #: for a finetune line only the messages are compared (they carry no times)
     messages_only: bool
+
+    @cached_property
+    def line(self) -> ConversationLine:
+        """The line as stored: built only to compare with a conversation already there."""
+        r = self.restored
+        out = [
+            MessageLine.model_construct(
+                seq=row["seq"],
+                message=p.message,
+                created_at=row["created_at"],
+                status=row["status"],
+                metadata=None if row["meta"] is None else json.loads(row["meta"]),
+                idempotency_key=row["idempotency_key"],
+            )
+            for row, p in zip(r.messages, r.batch, strict=True)
+        ]
+        return self.head.model_copy(update={"messages": out})
 
 
 def _id_of(text: str) -> str | None:
@@ -316,34 +334,24 @@ class _Importer:
             counter,
             [None if t is None else json.loads(t) for t in metas],
         )
-        batch = [
-            replace(p, status=_plain(given[i].status, "status"))
+        batch = [  # prepared without a status: each message's own, where it has one
+            p if given[i].status is None else replace(p, status=_plain(given[i].status, "status"))
             for p, (i, _) in zip(batch, kept, strict=True)
         ]
         plan = plan_append(0, State(0, 0, 0, 0, 0, None), batch, None)
         if plan.problems:
             raise InvalidMessageError(plan.problems)
-        rows, out_messages = [], []
+        rows = plan.rows
         seen_keys: set[str] = set()
-        for row, p, (i, _) in zip(plan.rows, batch, kept, strict=True):
+        for row, (i, _) in zip(rows, kept, strict=True):
             m = given[i]
             key = _stored_key(m.idempotency_key, self.codec)
             if key is not None:
                 if key in seen_keys:
                     raise InvalidArgumentError("idempotency_key", f"{key!r} is used twice")
                 seen_keys.add(key)
-            created = _utc(m.created_at, "created_at")
-            rows.append({**row, "created_at": created, "idempotency_key": key})
-            out_messages.append(
-                MessageLine.model_construct(
-                    seq=row["seq"],
-                    message=p.message,
-                    created_at=created,
-                    status=p.status,
-                    metadata=None if p.meta is None else json.loads(p.meta),
-                    idempotency_key=key,
-                )
-            )
+            row["created_at"] = _utc(m.created_at, "created_at")
+            row["idempotency_key"] = key
         summaries, out_summaries = self._summaries(line, new_seq)
         usage, out_usage = self._usage(line, new_seq)
         meta_text = new.meta
@@ -356,7 +364,7 @@ class _Importer:
                 "forked_at": None if line.parent is None else line.forked_at,
                 # a window start points at seqs a repair may have moved
                 "window_start": None if repairs else line.window_start,
-                "messages": out_messages,
+                "messages": [],
                 "summaries": out_summaries,
                 "usage": out_usage,
             }
@@ -479,30 +487,26 @@ class _Importer:
         return (yield from writing(body))
 
     def line(self, n: int, text: str) -> None:
-        cid = _id_of(text)
+        cid: str | None = None
         try:
             line, messages_only = self.parse(text)
             cid = line.id
             p = self.prepare(line, messages_only=messages_only)
             written, parent_here = self.ledger._driver.run(self.write(p))
-        except _Refused as exc:
-            self.refused.append(Refusal(n, cid, _one_line(str(exc))))
-            return
-        except StorageError as exc:
-            if not str(exc).startswith("database refused the write"):
+        except (_Refused, ChatLedgerError, ValueError, TypeError, RecursionError) as exc:
+            why = _one_line(str(exc))  # a line that did not parse is named from its raw text
+            if isinstance(exc, StorageError) and not why.startswith("database refused the write"):
                 raise  # the database is gone: not this line's fault
-            self.refused.append(Refusal(n, cid, _one_line(str(exc))))
-            return
-        except (ChatLedgerError, ValueError, TypeError, RecursionError) as exc:
-            self.refused.append(Refusal(n, cid, _one_line(str(exc))))
+            self.refused.append(Refusal(n, _id_of(text) if cid is None else cid, why))
             return
         if not written:
             self.unchanged += 1
             return
         self.imported += 1
-        self.repaired.extend(Repair(n, p.line.id, change) for change in p.repairs)
+        new = p.restored.new
+        self.repaired.extend(Repair(n, new.id, change) for change in p.repairs)
         if p.restored.parent_id is not None and not parent_here:
-            self.orphans.append((n, p.line.owner, p.line.id, p.restored.parent_id))
+            self.orphans.append((n, new.owner, new.id, p.restored.parent_id))
 
     def settle_lineage(self) -> None:
         """Forks imported before their parent keep their lineage if it came later in the

@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, and_, bindparam, insert, or_, select, update
 
+from chatledger.encryption import PLAIN
 from chatledger.rows import Loaded, NewConversation, Prepared, State, StoredMessage, UsageRecord
 from chatledger.store.conversations import find_conversation, load_conversation
 from chatledger.store.limits import check_messages
@@ -131,13 +132,12 @@ def keys_of_ids(
     return out
 
 
+_EXISTS = select(_c.pk).where(_c.owner == bindparam("p_owner"), _c.id == bindparam("p_id"))
+
+
 def exists(conn: Connection, conversation_id: str, owner: str | None) -> bool:
-    return (
-        conn.execute(
-            select(_c.pk).where(_c.owner == stored_owner(owner), _c.id == conversation_id)
-        ).first()
-        is not None
-    )
+    found = conn.execute(_EXISTS, {"p_owner": stored_owner(owner), "p_id": conversation_id})
+    return found.first() is not None
 
 
 # built once, with bind parameters (a conversation is read per line of an export)
@@ -192,6 +192,10 @@ def find_dump(conn: Connection, conversation_id: str, owner: str | None) -> Conv
     return read_conversation(conn, find_conversation(conn, conversation_id, owner).pk)
 
 
+_NEW_CONVERSATION = insert(conversations)
+_NEW_MESSAGES = insert(messages)
+
+
 def write_conversation(conn: Connection, r: Restored) -> int:
     """Insert a whole conversation; returns its key. The caller has checked that ``(owner,
     id)`` is free in this transaction (the unique index refuses a racing import). Content is
@@ -201,33 +205,36 @@ def write_conversation(conn: Connection, r: Restored) -> int:
     check_messages(conn, r.batch)  # what the server would refuse, before any insert
     new, s = r.new, r.state
     extra = {"window_start": r.window_start} if "window_start" in _c else {}
+    # parameters, not .values(): the statement is compiled once, not once per conversation
     result = conn.execute(
-        insert(conversations).values(
+        _NEW_CONVERSATION,
+        {
             **extra,
-            id=new.id,
-            owner=stored_owner(new.owner),
-            model=new.model,
-            encoding=new.encoding,
-            token_profile=new.token_profile,
-            title=new.title,
-            meta=codec.encode_opt(new.meta),
-            created_at=r.created_at,
-            updated_at=r.updated_at,
-            message_count=s.message_count,
-            token_total=s.token_total,
-            last_seq=s.last_seq,
-            last_round_seq=s.last_round_seq,
-            prefix_seq=s.prefix_seq,
-            tool_state=codec.encode_opt(s.tool_state),
-            parent_id=r.parent_id,
-            forked_at=r.forked_at,
-        )
+            "id": new.id,
+            "owner": stored_owner(new.owner),
+            "model": new.model,
+            "encoding": new.encoding,
+            "token_profile": new.token_profile,
+            "title": new.title,
+            "meta": codec.encode_opt(new.meta),
+            "created_at": r.created_at,
+            "updated_at": r.updated_at,
+            "message_count": s.message_count,
+            "token_total": s.token_total,
+            "last_seq": s.last_seq,
+            "last_round_seq": s.last_round_seq,
+            "prefix_seq": s.prefix_seq,
+            "tool_state": codec.encode_opt(s.tool_state),
+            "parent_id": r.parent_id,
+            "forked_at": r.forked_at,
+        },
     )
     pk = int(result.inserted_primary_key[0])  # type: ignore[index]
     if r.messages:
-        conn.execute(
-            insert(messages),
-            [
+        if codec is PLAIN:
+            rows = [{**m, "conversation_pk": pk} for m in r.messages]
+        else:
+            rows = [
                 {
                     **m,
                     "conversation_pk": pk,
@@ -235,8 +242,8 @@ def write_conversation(conn: Connection, r: Restored) -> int:
                     "meta": codec.encode_opt(m["meta"]),
                 }
                 for m in r.messages
-            ],
-        )
+            ]
+        conn.execute(_NEW_MESSAGES, rows)
     if r.summaries:
         conn.execute(
             insert(summaries),
