@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -329,16 +330,30 @@ class Transactions:
     locks: list[float] = field(default_factory=list)
     steps: list[tuple[str, float]] = field(default_factory=list)
     worst: tuple[int, list[tuple[str, float]]] = (0, [])
+    collections: list[float] = field(default_factory=list)  # the client's garbage collections
     _at: float = 0.0
+    _gc_at: float = 0.0
 
     def __enter__(self) -> Transactions:
         for name in ("begin", "before_cursor_execute", "after_cursor_execute", "commit"):
             event.listen(self.engine, name, getattr(self, f"_{name}"))
+        gc.callbacks.append(self._gc)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for name in ("begin", "before_cursor_execute", "after_cursor_execute", "commit"):
             event.remove(self.engine, name, getattr(self, f"_{name}"))
+        gc.callbacks.remove(self._gc)
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        """A pause of this process holds the transaction's locks as long as the database does."""
+        if phase == "start":
+            self._gc_at = time.perf_counter()
+            return
+        took = (time.perf_counter() - self._gc_at) * 1000
+        self.collections.append(took)
+        if self.started is not None:
+            self.steps.append((f"(garbage collection, generation {info['generation']})", took))
 
     def _begin(self, conn: Any) -> None:
         self.started, self.locked, self.steps = time.perf_counter(), None, []
@@ -396,12 +411,15 @@ def sample_owners(layout: Layout, rng: random.Random, n: int) -> list[str]:
 
 
 def measure(
-    url: str, layout: Layout, samples: int, seed: int, waits: bool
+    url: str, layout: Layout, samples: int, seed: int, waits: bool, freeze: bool
 ) -> tuple[list[Figure], list[str]]:
     rng = random.Random(seed + 1)
     figures: list[Figure] = []
     notes: list[str] = []
     load_before = os.getloadavg()[0]
+    if freeze:  # what a server does once started: its long-lived objects leave the collector
+        gc.collect()
+        gc.freeze()
     with cl.Ledger(url) as ledger:
         engine = ledger.engine
         for owner in sample_owners(layout, rng, 20):  # warm the pool and the statement cache
@@ -528,6 +546,13 @@ def measure(
         0,
         f"Load average (1 min) of the machine before / after the measurements: {load_before:.1f}"
         f" / {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores.",
+    )
+    pauses = erase.collections + sweep.collections
+    notes.append(
+        f"Garbage collections of this process during the retention calls: {len(pauses)}, the "
+        f"longest {max(pauses, default=0):.1f} ms ("
+        + ("after gc.freeze(), as a server calls it once started" if freeze else "no gc.freeze()")
+        + "): a pause of the client holds the batch's locks as long as the database would."
     )
     notes.append(
         f"The longest delete_owner transaction, statement by statement: {erase.breakdown()}."
@@ -675,6 +700,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=300, help="calls timed per figure")
     ap.add_argument("--seed", type=int, default=16)
     ap.add_argument("--waits", action="store_true", help="sample pg_stat_activity in retention")
+    ap.add_argument(
+        "--no-freeze", action="store_true", help="leave the process's objects to the collector"
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results" / "scale.md")
     ap.add_argument("--pg", default=PG_URL, help="a server database to make the scratch one from")
     args = ap.parse_args(argv)
@@ -702,7 +730,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"loaded in {load_s:.0f} s")
         with cl.Ledger(url) as ledger:
             check_against_api(ledger, ledger.engine, layout, pool)
-        figures, notes = measure(url, layout, args.samples, args.seed, args.waits)
+        figures, notes = measure(
+            url, layout, args.samples, args.seed, args.waits, not args.no_freeze
+        )
         version = server_version(url.replace("postgresql://", "postgresql+psycopg://"))
     text_out = report(command, layout, load_s, figures, notes, version)
     args.out.parent.mkdir(parents=True, exist_ok=True)
