@@ -117,13 +117,15 @@ def test_a_message_above_max_allowed_packet_is_refused_typed(
     led = open_ledger(db_url, max_message_bytes=256 * 1024 * 1024)
     limit = _packet(led)
     conv = led.conversation(uid, model="gpt-4o", system="s")
-    huge = {"role": "user", "content": "x" * (limit + 1024)}
+    # words, not one run of a letter: a run of millions of one character is one piece for
+    # the tokenizer, which counts it slowly (the refusal comes after the count)
+    huge = {"role": "user", "content": "x " * (limit // 2 + 512)}
     for _ in range(2):  # not retryable: the same answer, at once, every time
         with pytest.raises(cl.InvalidMessageError, match="max_allowed_packet") as info:
             conv.append(huge)
         assert not isinstance(info.value, cl.StorageError)
-    # escaping counts: quotes and backslashes take two bytes each in the statement
-    quoted = {"role": "user", "content": '"' * (limit // 2)}
+    # escaping counts: 0.8x the limit as text, but quotes take two bytes each once escaped
+    quoted = {"role": "user", "content": '" ' * (limit * 2 // 5)}
     with pytest.raises(cl.InvalidMessageError, match="max_allowed_packet"):
         conv.append(quoted)
     with pytest.raises(cl.InvalidArgumentError, match="max_allowed_packet"):
@@ -131,5 +133,5 @@ def test_a_message_above_max_allowed_packet_is_refused_typed(
     with pytest.raises(cl.InvalidArgumentError, match="max_allowed_packet"):
         led.conversation(f"{uid}-meta", metadata={"blob": "y" * (limit + 1024)})
     assert conv.messages() == [{"role": "system", "content": "s"}]  # nothing was written
-    conv.append({"role": "user", "content": "x" * (limit // 4)})  # below it: stored whole
+    conv.append({"role": "user", "content": "x " * (limit // 8)})  # below it: stored whole
     assert len(led.get(uid).messages()[-1]["content"]) == limit // 4
