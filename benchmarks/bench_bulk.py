@@ -5,6 +5,7 @@ raw ``executemany`` of the same rows.
     .venv-bench/bin/python benchmarks/bench_bulk.py --quick    # N = 10k only
     .venv-bench/bin/python benchmarks/bench_bulk.py --no-postgres
     .venv-bench/bin/python benchmarks/bench_bulk.py --breakdown  # CPU per message, by step
+    .venv-bench/bin/python benchmarks/bench_bulk.py --cpu        # process CPU, SQLite
 
 Two floors, timed in this process in alternation with chatledger (ratios only, never
 absolute targets):
@@ -353,6 +354,35 @@ def breakdown(n: int, reps: int) -> list[str]:
     return out
 
 
+def cpu(reps: int) -> None:
+    """Process CPU (not wall time: steady on a loaded machine) of ``import_jsonl`` of 10,000
+    messages in 99 conversations and of ``extend`` of 10,000 in batches of 1,000, SQLite."""
+    convs = conversations_of(10_000)
+    msgs = workload.history(10_000)
+    with tempfile.TemporaryDirectory() as d:
+        with cl.Ledger(f"sqlite:///{d}/src.db") as src:
+            for i, c in enumerate(convs):
+                src.conversation(f"c{i:05d}", owner="src", model=MODEL).extend(c)
+            buf = io.StringIO()
+            export_jsonl(src, buf)
+        with cl.Ledger(f"sqlite:///{d}/dst.db") as ledger:
+            import_jsonl(ledger, io.StringIO(buf.getvalue()), owner="warm-up")
+            imports, extends = [], []
+            for _ in range(reps):
+                t = time.process_time()
+                import_jsonl(ledger, io.StringIO(buf.getvalue()), owner=uuid.uuid4().hex)
+                imports.append(time.process_time() - t)
+                conv = ledger.create(model=MODEL)
+                t = time.process_time()
+                for i in range(0, len(msgs), BATCH):
+                    conv.extend(msgs[i : i + BATCH])
+                extends.append(time.process_time() - t)
+    print(
+        f"{cl.__file__}: import_jsonl {statistics.median(imports) * 1000:.0f} ms CPU, "
+        f"extend (batches) {statistics.median(extends) * 1000:.0f} ms CPU"
+    )
+
+
 def rate(n: int, s: float) -> str:
     return f"{n / s:,.0f}"
 
@@ -384,7 +414,11 @@ def main() -> None:
     ap.add_argument("--no-postgres", action="store_true")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--breakdown", action="store_true", help="CPU per message, step by step")
+    ap.add_argument("--cpu", action="store_true", help="process CPU of import and extend")
     args = ap.parse_args()
+    if args.cpu:
+        cpu(args.reps or 5)
+        return
     if args.breakdown:
         print("| step (10,000 workload messages) | CPU per message |\n| --- | ---: |")
         breakdown(10_000, args.reps or 5)

@@ -4,6 +4,7 @@
     .venv-bench/bin/python benchmarks/bench_workers.py --quick    # 150
     .venv-bench/bin/python benchmarks/bench_workers.py --backends postgresql
     .venv-bench/bin/python benchmarks/bench_workers.py --count    # statements per append
+    .venv-bench/bin/python benchmarks/bench_workers.py --quick --profile /tmp/w0  # worker 0
 
 Each backend gets a scratch database (PostgreSQL: ``peers.pg_database``; MariaDB: a
 ``bench_<random>`` database created and dropped as root). The processes start together at a
@@ -120,9 +121,10 @@ def worker(
     n: int,
     reps: int,
     raw_name: str,
-    shared_pk_id: str,
+    shared_id: str,
     barrier: Any,
     results: Any,
+    profile: str | None = None,
 ) -> None:
     """One process: (raw, own) ``reps`` times, then ``shared`` once, each after the barrier."""
     ledger = cl.Ledger(url)
@@ -144,7 +146,7 @@ def worker(
     counter = TokenCounter(MODEL)
     raw_pk = ledger.create(owner="bench-raw", model=MODEL)._h.pk
     raw_seq = state_seq = 0
-    shared = ledger.get(shared_pk_id, owner="bench")
+    shared = ledger.get(shared_id, owner="bench")
     for r in range(reps):
         msgs = make_messages(index, 2 * n, f"raw{r}")
         counts = counter.messages(msgs)
@@ -189,11 +191,20 @@ def worker(
 
         msgs = make_messages(index, n, f"own{r}")
         conv = ledger.create(owner="bench", model=MODEL)
+        profiler = None
+        if profile and index == 0 and r == reps - 1:  # one worker, while the others run too
+            profiler = importlib.import_module("pyinstrument").Profiler(interval=0.0005)
         barrier.wait()
         start = time.monotonic()
+        if profiler is not None:
+            profiler.start()
         for m in msgs:
             conv.append(m)
-        results.put(("own", r, index, start, time.monotonic(), 0))
+        end = time.monotonic()
+        if profiler is not None:
+            profiler.stop()
+            Path(str(profile)).write_text(profiler.output_text(unicode=False, color=False))
+        results.put(("own", r, index, start, end, 0))
 
     msgs = make_messages(index, n, "shared")
     barrier.wait()
@@ -293,7 +304,7 @@ def check_shared(ledger: cl.Ledger, cid: str, expected: int) -> str:
 # --- one backend --------------------------------------------------------------------------
 
 
-def run_backend(backend: str, n: int, reps: int) -> list[str]:
+def run_backend(backend: str, n: int, reps: int, profile: str | None) -> list[str]:
     with scratch(backend) as url:
         ledger = cl.Ledger(url)
         cid = f"shared-{uuid.uuid4().hex[:8]}"
@@ -306,7 +317,11 @@ def run_backend(backend: str, n: int, reps: int) -> list[str]:
         barrier = ctx.Barrier(WORKERS)
         results = ctx.Queue()
         procs = [
-            ctx.Process(target=worker, args=(url, i, n, reps, table.name, cid, barrier, results))
+            ctx.Process(
+                target=worker,
+                args=(url, i, n, reps, table.name, cid, barrier, results),
+                kwargs={"profile": None if profile is None else f"{profile}.{backend}.txt"},
+            )
             for i in range(WORKERS)
         ]
         for p in procs:
@@ -398,6 +413,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=None, help="appends a worker per phase")
     ap.add_argument("--reps", type=int, default=None)
     ap.add_argument("--count", action="store_true", help="statements per append, and a profile")
+    ap.add_argument(
+        "--profile", metavar="PATH", help="pyinstrument profile of worker 0's own appends"
+    )
     args = ap.parse_args()
     backends = args.backends.split(",")
     if args.count:
@@ -414,7 +432,7 @@ def main() -> None:
     print("| backend | phase | messages/s (all processes) | vs raw | notes |")
     print("| --- | --- | ---: | ---: | --- |")
     for b in backends:
-        for line in run_backend(b, n, reps):
+        for line in run_backend(b, n, reps, args.profile):
             print(line, flush=True)
     print(f"\nload after: {os.getloadavg()[0]:.2f}")
 
