@@ -101,6 +101,8 @@ _PROVIDERS: dict[str, tuple[str, str | None]] = {
     "aiosqlite": ("aiosqlite", "sqlite-async"),
     "cryptography": ("cryptography", "encryption"),
     "langchain_core": ("langchain-core", "langchain"),
+    "langchain": ("langchain", "langchain-agents"),
+    "pydantic_ai": ("pydantic-ai-slim", "pydantic-ai"),
     "agents": ("openai-agents", "agents"),
     "psycopg2": ("psycopg2-binary", None),
     "asyncmy": ("asyncmy", None),
