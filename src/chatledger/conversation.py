@@ -112,7 +112,7 @@ class Conversation(_Shell):
             idempotency_key: str | None = None) -> list[StoredMessage]:
         """Store several messages atomically: all of them, in order, or none. ``metadata``,
         when given, holds one entry (or None) per message."""
-        return self._run(op.append(self._h, list(messages), metadata, idempotency_key))
+        return self._run(op.append(self._h, list(messages), metadata, idempotency_key), "extend")
 
     def records(self, *, start: int | None = None, stop: int | None = None,
             limit: int | None = None) -> list[StoredMessage]:
@@ -300,7 +300,8 @@ class AsyncConversation(_Shell):
     async def extend(self, messages: Iterable[object], *, metadata: Metas = None,
             idempotency_key: str | None = None) -> list[StoredMessage]:
         """Async :meth:`Conversation.extend`."""
-        return await self._run(op.append(self._h, list(messages), metadata, idempotency_key))
+        batch = op.append(self._h, list(messages), metadata, idempotency_key)
+        return await self._run(batch, "extend")
 
     async def records(self, *, start: int | None = None, stop: int | None = None,
             limit: int | None = None) -> list[StoredMessage]:

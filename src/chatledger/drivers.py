@@ -33,6 +33,7 @@ from chatledger.effects import Effect, Op, Read, Send, Summarize, Write
 from chatledger.errors import InvalidArgumentError, StorageError
 from chatledger.store.maintenance import ensure_schema
 from chatledger.summarizers import OpenAISummarizer
+from chatledger.telemetry import Telemetry
 from chatledger.window import FoldRequest
 
 __all__ = ["SUMMARY_THREADS", "AsyncDriver", "SyncDriver", "db_errors", "logger"]
@@ -168,9 +169,12 @@ def _client_bounded(fn: Any, timeout: float | None) -> Any:
 class SyncDriver:
     """Performs effects with a blocking engine, in the caller's thread."""
 
-    def __init__(self, engine: Engine, create_tables: bool) -> None:
+    def __init__(
+        self, engine: Engine, create_tables: bool, telemetry: Telemetry | None = None
+    ) -> None:
         self.engine = engine
         self._create = create_tables
+        self.telemetry = telemetry if telemetry is not None else Telemetry()
         self._ready = False
         self._ready_lock = threading.Lock()
 
@@ -183,8 +187,18 @@ class SyncDriver:
                     ensure_schema(conn, create=self._create)
                 self._ready = True
 
-    def run(self, op: Op[T]) -> T:
+    def run(self, op: Op[T], name: str | None = None) -> T:
+        """Run ``op`` to its end, in a span named after it (or ``name``) when there are
+        spans to emit."""
         self.ensure_schema()
+        seen = self.telemetry.operation(op, name)
+        if seen is None:
+            return self._drive(op)
+        with seen:
+            result: T = seen.finish(self._drive(op))
+        return result
+
+    def _drive(self, op: Op[T]) -> T:
         with db_errors():
             step = _Stepper(op)
             while not step.done:
@@ -205,7 +219,11 @@ class SyncDriver:
             with self.engine.begin() as conn:
                 return effect.body(conn)
         if isinstance(effect, Summarize):
-            return self._summarize(effect)
+            seen = self.telemetry.summarizing(effect)
+            if seen is None:
+                return self._summarize(effect)
+            with seen as outcome:
+                return outcome(self._summarize(effect))
         assert isinstance(effect, Send)
         return effect.client.chat.completions.create(**effect.kwargs)
 
@@ -252,9 +270,12 @@ class AsyncDriver:
     """Performs effects with an async engine: statements through ``run_sync``, summarizers and
     clients awaited."""
 
-    def __init__(self, engine: AsyncEngine, create_tables: bool) -> None:
+    def __init__(
+        self, engine: AsyncEngine, create_tables: bool, telemetry: Telemetry | None = None
+    ) -> None:
         self.engine = engine
         self._create = create_tables
+        self.telemetry = telemetry if telemetry is not None else Telemetry()
         self._ready = False
         # one lock per event loop: an asyncio.Lock cannot be shared across loops
         self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
@@ -276,8 +297,17 @@ class AsyncDriver:
                             await conn.run_sync(ensure_schema, create=self._create)
                     self._ready = True
 
-    async def run(self, op: Op[T]) -> T:
+    async def run(self, op: Op[T], name: str | None = None) -> T:
+        """Async :meth:`SyncDriver.run`."""
         await self.ensure_schema()
+        seen = self.telemetry.operation(op, name)
+        if seen is None:
+            return await self._drive(op)
+        with seen:
+            result: T = seen.finish(await self._drive(op))
+        return result
+
+    async def _drive(self, op: Op[T]) -> T:
         with db_errors():
             step = _Stepper(op)
             while not step.done:
@@ -298,7 +328,11 @@ class AsyncDriver:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(effect.body)
         if isinstance(effect, Summarize):
-            return await self._summarize(effect)
+            seen = self.telemetry.summarizing(effect)
+            if seen is None:
+                return await self._summarize(effect)
+            with seen as outcome:
+                return outcome(await self._summarize(effect))
         assert isinstance(effect, Send)
         return await effect.client.chat.completions.create(**effect.kwargs)
 

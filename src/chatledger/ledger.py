@@ -34,6 +34,7 @@ from chatledger.handle import Handle
 from chatledger.pricing import PriceTable
 from chatledger.rows import ConversationInfo, UsageTotals
 from chatledger.store.engine import DEFAULT_URL, make_async_engine, make_sync_engine
+from chatledger.telemetry import Telemetry
 
 __all__ = ["AsyncLedger", "Ledger"]
 
@@ -51,6 +52,14 @@ def _check_codec(encryption: Codec | None) -> Codec:
     if not isinstance(encryption, Codec):
         raise InvalidArgumentError("encryption", "must be a chatledger.Encryption")
     return encryption
+
+
+def _check_telemetry(telemetry: Telemetry | None) -> Telemetry:
+    if telemetry is None:
+        return Telemetry()
+    if not isinstance(telemetry, Telemetry):
+        raise InvalidArgumentError("telemetry", "must be a chatledger.telemetry.Telemetry")
+    return telemetry
 
 
 def _check_age(older_than: timedelta) -> datetime:
@@ -78,7 +87,10 @@ class _Shell(Generic[E]):
     missing; with it off, a database without the schema is an error, as in production where
     migrations own the schema. ``reservation_ttl``: how long a budgeted request's
     reservation holds when its reply is never recorded (a crashed worker); keep it above the
-    client's timeout with retries. Other keyword arguments go to the engine a URL makes.
+    client's timeout with retries. ``telemetry``: what the ledger reports to OpenTelemetry's
+    global providers when ``opentelemetry-api`` is installed (``docs/telemetry.md``); by
+    default spans and metrics without owners. Other keyword arguments go to the engine a URL
+    makes.
     """
 
     _engine_type: ClassVar[type]
@@ -100,6 +112,7 @@ class _Shell(Generic[E]):
         encryption: Codec | None = None,
         lock_timeout: float = 30.0,
         reservation_ttl: timedelta = DEFAULT_RESERVATION_TTL,
+        telemetry: Telemetry | None = None,
         **engine_options: Any,
     ) -> None:
         self._config = LedgerConfig(
@@ -124,7 +137,9 @@ class _Shell(Generic[E]):
         # the codec travels with every connection of this ledger, to the statements that
         # read and write content (and to no other ledger sharing the same pool)
         self._driver = self._driver_type(
-            base.execution_options(chatledger_codec=codec), create_tables
+            base.execution_options(chatledger_codec=codec),
+            create_tables,
+            _check_telemetry(telemetry),
         )
 
     @property

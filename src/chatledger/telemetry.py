@@ -1,0 +1,349 @@
+"""OpenTelemetry spans and metrics for a ledger's operations (the ``chatledger[otel]`` extra).
+
+Every public call of a ledger or a conversation is one operation handed to a driver, so the
+drivers are the one place that opens a span (``chatledger.<method>``) and reads its outcome.
+Spans and instruments come from the *global* tracer and meter providers: configure the
+OpenTelemetry SDK as usual and chatledger reports into it, with no setup call of its own.
+
+Without ``opentelemetry-api`` nothing is imported again after the first try and a call costs
+one attribute check. Without an SDK the API's no-op spans are started and nothing is read:
+attributes are computed only for a span that records.
+
+Owners are often e-mail addresses or customer ids, so they are never emitted unless a ledger
+is given ``telemetry=Telemetry(include_owner=True)``; the conversation id always is.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import time
+from collections.abc import Callable, Generator, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from types import TracebackType
+from typing import Any
+
+from chatledger.effects import Summarize
+from chatledger.errors import ChatLedgerError
+from chatledger.handle import Handle
+from chatledger.round_trip import Recorded, parse_reply, usage_values
+from chatledger.rows import StoredMessage, UsageRecord
+from chatledger.window import Window
+
+__all__ = ["Telemetry"]
+
+logger = logging.getLogger("chatledger")
+
+#: what every request, record and chat reports as ``gen_ai.provider.name``
+PROVIDER = "openai"
+#: operations whose span name is not the operation's own name: the public method's
+_PUBLIC_NAMES = {
+    "get_or_create": "conversation",
+    "list_conversations": "conversations",
+    "delete_by_id": "delete",
+    "ledger_usage": "usage",
+    "usage_totals": "usage",
+    "read": "records",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Instruments:
+    """The tracer and the instruments, made once per process from the global providers (a
+    proxy that forwards to whatever SDK is installed later)."""
+
+    tracer: Any
+    tokens: Any
+    cost: Any
+    window_seconds: Any
+    status_error: Any
+
+
+@functools.cache
+def _instruments() -> _Instruments | None:
+    """The instruments, or None when ``opentelemetry-api`` is not installed (tried once)."""
+    try:
+        from opentelemetry import metrics, trace
+    except ImportError:
+        return None
+    try:
+        version = metadata.version("chatledger")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
+        version = "0"
+    meter = metrics.get_meter("chatledger", version)
+    return _Instruments(
+        tracer=trace.get_tracer("chatledger", version),
+        tokens=meter.create_counter(
+            "chatledger.usage.tokens", unit="{token}", description="Tokens billed, by model"
+        ),
+        cost=meter.create_counter(
+            "chatledger.usage.cost", unit="USD", description="Cost of the replies recorded"
+        ),
+        window_seconds=meter.create_histogram(
+            "chatledger.window.duration", unit="s", description="Time to build a window"
+        ),
+        status_error=trace.StatusCode.ERROR,
+    )
+
+
+class Telemetry:
+    """What a ledger reports to OpenTelemetry: ``Ledger(url, telemetry=Telemetry(...))``.
+
+    ``enabled=False`` turns this ledger's spans and metrics off. ``include_owner=True`` adds
+    ``chatledger.owner`` to spans; it is off by default because owners are often personal
+    data (an e-mail, a customer id), which traces should not carry unless asked to.
+    """
+
+    __slots__ = ("_instruments", "enabled", "include_owner")
+
+    def __init__(self, *, enabled: bool = True, include_owner: bool = False) -> None:
+        self.enabled = bool(enabled)
+        self.include_owner = bool(include_owner)
+        self._instruments = _instruments() if self.enabled else None
+
+    def __repr__(self) -> str:
+        return f"Telemetry(enabled={self.enabled}, include_owner={self.include_owner})"
+
+    def operation(self, op: Generator[Any, Any, Any], name: str | None) -> _Operation | None:
+        """A span for one operation (``name`` overrides the operation's own), or None when
+        nothing is emitted: the driver then runs the operation bare."""
+        if self._instruments is None:
+            return None
+        return _Operation(self, self._instruments, op, name)
+
+    def summarizing(self, effect: Summarize) -> _Summary | None:
+        """A span for one summarizer call (inside the window that asked for it)."""
+        if self._instruments is None:
+            return None
+        return _Summary(self._instruments, effect)
+
+
+def _identity(op: Generator[Any, Any, Any]) -> tuple[Handle | None, str | None, str | None]:
+    """The operation's handle, conversation id and owner, read from its arguments (a
+    generator not yet started holds exactly those as its locals)."""
+    args = inspect.getgeneratorlocals(op)
+    h = args.get("h")
+    if isinstance(h, Handle):
+        return h, h.id, h.owner
+    cid, owner = args.get("cid"), args.get("owner")
+    return None, cid if isinstance(cid, str) else None, owner if isinstance(owner, str) else None
+
+
+def _billed_values(u: UsageRecord) -> dict[str, Any]:
+    """A usage row's figures under the keys of ``round_trip.usage_values``."""
+    keys = ("model", "response_id", "finish_reason", "prompt_tokens", "completion_tokens")
+    more = ("cached_tokens", "reasoning_tokens", "cache_write_tokens", "cost_micros")
+    return {k: getattr(u, k) for k in (*keys, *more)}
+
+
+def _usage_attributes(v: Mapping[str, Any]) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": PROVIDER,
+        "gen_ai.response.model": v["model"],
+        "gen_ai.usage.input_tokens": v["prompt_tokens"],
+        "gen_ai.usage.output_tokens": v["completion_tokens"],
+        "gen_ai.usage.cache_read.input_tokens": v["cached_tokens"],
+        "gen_ai.usage.reasoning.output_tokens": v["reasoning_tokens"],
+    }
+    if v["cache_write_tokens"] is not None:
+        attrs["gen_ai.usage.cache_creation.input_tokens"] = v["cache_write_tokens"]
+    if v["response_id"] is not None:
+        attrs["gen_ai.response.id"] = v["response_id"]
+    if v["finish_reason"] is not None:
+        attrs["gen_ai.response.finish_reasons"] = (v["finish_reason"],)
+    if v["cost_micros"] is not None:
+        attrs["chatledger.cost_usd"] = v["cost_micros"] / 1_000_000
+    return attrs
+
+
+def _window_attributes(w: Window) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "gen_ai.request.model": w.model,
+        "chatledger.window.prompt_tokens": w.prompt_tokens,
+        "chatledger.window.messages": len(w.messages),
+        "chatledger.window.kept.messages": w.kept.count,
+        "chatledger.window.dropped.messages": w.dropped.count,
+        "chatledger.window.summarized.messages": w.summarized.count,
+        "chatledger.window.rows_read": w.rows_read,
+        "chatledger.window.held": w.held,
+        "chatledger.window.predicted_cached_tokens": w.predicted_cached_tokens,
+    }
+    for part, span in (("kept", w.kept), ("dropped", w.dropped), ("summarized", w.summarized)):
+        if span.tokens is not None:
+            attrs[f"chatledger.window.{part}.tokens"] = span.tokens
+    if w.kept.first is not None:
+        attrs["chatledger.window.kept.first"] = w.kept.first
+    if w.allowed is not None:
+        attrs["chatledger.window.allowed"] = w.allowed
+    if w.summary is not None:
+        attrs["chatledger.window.summary.tokens"] = w.summary.tokens
+    return attrs
+
+
+class _Operation:
+    """One operation's span: opened before it runs, given its outcome when it returns."""
+
+    __slots__ = ("_cm", "_inst", "_name", "_span", "_started", "_telemetry", "h", "op")
+
+    def __init__(
+        self,
+        telemetry: Telemetry,
+        inst: _Instruments,
+        op: Generator[Any, Any, Any],
+        name: str | None,
+    ) -> None:
+        self._telemetry, self._inst, self.op = telemetry, inst, op
+        own = getattr(op, "__name__", "operation")
+        self._name = name or _PUBLIC_NAMES.get(own, own)
+        self.h: Handle | None = None
+        self._started = 0.0
+
+    def __enter__(self) -> _Operation:
+        self._cm = self._inst.tracer.start_as_current_span(f"chatledger.{self._name}")
+        self._span = self._cm.__enter__()
+        if self._span.is_recording():
+            h, cid, owner = _identity(self.op)
+            self.h = h
+            attrs: dict[str, Any] = {"chatledger.operation": self._name}
+            if cid is not None:
+                attrs["chatledger.conversation.id"] = cid
+                attrs["gen_ai.conversation.id"] = cid
+            if owner is not None and self._telemetry.include_owner:
+                attrs["chatledger.owner"] = owner
+            if h is not None:
+                attrs["gen_ai.request.model"] = h.model
+            self._span.set_attributes(attrs)
+        if self._name == "window":
+            self._started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._name == "window":
+            seconds = time.perf_counter() - self._started
+            attrs = {} if self.h is None else {"gen_ai.request.model": self.h.model}
+            if error is not None:
+                attrs["error.type"] = type(error).__qualname__
+            self._inst.window_seconds.record(seconds, attrs)
+        if isinstance(error, ChatLedgerError) and self._span.is_recording():
+            self._span.set_attribute("error.type", type(error).__qualname__)
+        self._cm.__exit__(kind, error, tb)  # records the exception, status ERROR, ends
+
+    def finish(self, result: Any) -> Any:
+        """Note what the operation returned (when the span records); returns it unchanged."""
+        if self._span.is_recording():
+            try:
+                self._describe(result)
+            except Exception:  # pragma: no cover - a bug here must not fail a stored call
+                logger.warning("telemetry: cannot describe %s", self._name, exc_info=True)
+        return result
+
+    def _describe(self, result: Any) -> None:
+        span, name = self._span, self._name
+        if name in ("append", "extend") and isinstance(result, list):
+            stored = [r for r in result if isinstance(r, StoredMessage)]
+            span.set_attribute("chatledger.messages.count", len(stored))
+            span.set_attribute("chatledger.messages.tokens", sum(r.tokens for r in stored))
+            if stored:
+                span.set_attribute("chatledger.messages.last_seq", stored[-1].seq)
+        elif isinstance(result, Window):
+            span.set_attributes(_window_attributes(result))
+        elif name == "request" and isinstance(result, tuple):
+            kwargs, prompt, reservation = result
+            limit = kwargs.get("max_completion_tokens", kwargs.get("max_tokens"))
+            attrs = {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": PROVIDER,
+                "gen_ai.request.model": kwargs.get("model", ""),
+                "chatledger.request.prompt_tokens": prompt,
+                "chatledger.request.messages": len(kwargs.get("messages", ())),
+                "chatledger.request.reserved": reservation is not None,
+            }
+            if isinstance(limit, int):
+                attrs["gen_ai.request.max_tokens"] = limit
+            span.set_attributes(attrs)
+        elif isinstance(result, Recorded):
+            self._billed(_billed_values(result.usage))
+            if result.message is not None:
+                span.set_attribute("chatledger.messages.last_seq", result.message.seq)
+        elif name in ("chat", "regenerate"):
+            self._chatted(result)
+
+    def _chatted(self, outcome: Any) -> None:
+        """A turn's span: the request's attributes, and its usage when it was recorded in
+        the turn (a stream is recorded, with its own span, when it ends)."""
+        self._span.set_attributes(
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.provider.name": PROVIDER,
+                "chatledger.request.prompt_tokens": outcome.prompt_tokens,
+                "chatledger.chat.stream": outcome.stream,
+            }
+        )
+        h = self.h
+        if outcome.stream or h is None:
+            return
+        choice = inspect.getgeneratorlocals(self.op).get("choice", 0)
+        reply = parse_reply(outcome.response, choice, h.counter, outcome.prompt_tokens)
+        self._billed(usage_values(h.config, reply, h.model))
+
+    def _billed(self, v: Mapping[str, Any]) -> None:
+        """A recorded reply: its usage on the span, its tokens and cost on the counters."""
+        self._span.set_attributes(_usage_attributes(v))
+        base = {"gen_ai.provider.name": PROVIDER, "gen_ai.response.model": v["model"]}
+        tokens = self._inst.tokens
+        tokens.add(v["prompt_tokens"], {**base, "gen_ai.token.type": "input"})
+        tokens.add(v["completion_tokens"], {**base, "gen_ai.token.type": "output"})
+        if v["cached_tokens"]:
+            tokens.add(v["cached_tokens"], {**base, "gen_ai.token.type": "cache_read"})
+        if v["cost_micros"] is not None:
+            self._inst.cost.add(v["cost_micros"] / 1_000_000, base)
+
+
+class _Summary:
+    """A summarizer call's span: which rounds it folded and whether it gave a summary."""
+
+    __slots__ = ("_cm", "_effect", "_inst", "_span")
+
+    def __init__(self, inst: _Instruments, effect: Summarize) -> None:
+        self._inst, self._effect = inst, effect
+
+    def __enter__(self) -> Callable[[str | None], str | None]:
+        self._cm = self._inst.tracer.start_as_current_span("chatledger.summarize")
+        self._span = span = self._cm.__enter__()
+        if span.is_recording():
+            req = self._effect.request
+            attrs: dict[str, Any] = {
+                "chatledger.conversation.id": self._effect.conversation_id,
+                "gen_ai.conversation.id": self._effect.conversation_id,
+                "chatledger.summary.from_seq": req.from_seq,
+                "chatledger.summary.upto_seq": req.upto_seq,
+                "chatledger.summary.messages": len(self._effect.messages),
+            }
+            model = getattr(req.strategy.summarizer, "model", None)
+            if isinstance(model, str):
+                attrs["gen_ai.request.model"] = model
+            span.set_attributes(attrs)
+        return self._outcome
+
+    def _outcome(self, text: str | None) -> str | None:
+        if self._span.is_recording():
+            self._span.set_attribute("chatledger.summary.failed", text is None)
+            if text is None:  # the window went on without it: an error of this span only
+                self._span.set_status(self._inst.status_error, "the summarizer failed")
+        return text
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._cm.__exit__(kind, error, tb)

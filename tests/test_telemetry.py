@@ -1,0 +1,346 @@
+"""OpenTelemetry: the spans and metrics a ledger reports through the global providers, on both
+twins and every backend, read back with the SDK's in-memory exporter and reader.
+
+A process has one global tracer provider and one meter provider, set once: the session fixture
+sets them (or, if a docs page already set a tracer provider, adds its exporter to that one),
+and a sampler that records only while a test of this module runs, so the rest of the suite is
+not traced.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from opentelemetry import metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
+from opentelemetry.trace import Link, SpanKind, StatusCode, TraceState
+from opentelemetry.util.types import Attributes
+
+import chatledger as cl
+from chatledger.telemetry import Telemetry
+from openai_server import FakeOpenAI, Reply, Usage
+from twins import AnyLedger, Opener
+
+pytestmark = pytest.mark.twins
+
+ROOT = Path(__file__).resolve().parents[1]
+OWNER = "alice@example.com"
+
+
+class _Switch(Sampler):
+    """Records while ``on``: only this module's tests are traced."""
+
+    on = False
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        decision = Decision.RECORD_AND_SAMPLE if self.on else Decision.DROP
+        return SamplingResult(decision, attributes)
+
+    def get_description(self) -> str:
+        return "chatledger test switch"
+
+
+@dataclass
+class Otel:
+    """What the global providers received."""
+
+    exporter: InMemorySpanExporter
+    reader: InMemoryMetricReader | None
+    sampler: _Switch
+
+    def spans(self, name: str | None = None) -> list[ReadableSpan]:
+        found = self.exporter.get_finished_spans()
+        return [s for s in found if name is None or s.name == name]
+
+    def span(self, name: str) -> ReadableSpan:
+        (one,) = self.spans(name)
+        return one
+
+    def metric(self, name: str, attributes: Mapping[str, Any]) -> Any:
+        """The cumulative value of ``name`` for a data point with these attributes (a
+        histogram's count), 0 if there is none."""
+        if self.reader is None:
+            pytest.skip("another MeterProvider was set in this process first")
+        data = self.reader.get_metrics_data()
+        for resource in data.resource_metrics if data else ():
+            for scope in resource.scope_metrics:
+                for m in scope.metrics:
+                    if m.name != name:
+                        continue
+                    for point in m.data.data_points:
+                        if dict(point.attributes or {}) == dict(attributes):
+                            return getattr(point, "value", None) or getattr(point, "count", 0)
+        return 0
+
+
+@pytest.fixture(scope="session")
+def _providers() -> Otel:
+    exporter, sampler = InMemorySpanExporter(), _Switch()
+    current = trace.get_tracer_provider()
+    if isinstance(current, TracerProvider):  # a docs page set one: listen to it too
+        current.add_span_processor(SimpleSpanProcessor(exporter))
+    else:
+        provider = TracerProvider(sampler=sampler)
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+    reader: InMemoryMetricReader | None = InMemoryMetricReader()
+    if isinstance(metrics.get_meter_provider(), MeterProvider):
+        reader = None
+    else:
+        metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))  # type: ignore[list-item]
+    return Otel(exporter, reader, sampler)
+
+
+@pytest.fixture
+def otel(_providers: Otel) -> Iterator[Otel]:
+    _providers.exporter.clear()
+    _providers.sampler.on = True
+    try:
+        yield _providers
+    finally:
+        _providers.sampler.on = False
+        _providers.exporter.clear()
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+def assistant(text: str) -> dict[str, str]:
+    return {"role": "assistant", "content": text}
+
+
+def _all_values(spans: list[ReadableSpan]) -> list[str]:
+    return [str(v) for s in spans for v in (s.attributes or {}).values()]
+
+
+def test_a_turn_in_spans(
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI, otel: Otel
+) -> None:
+    conv = ledger.conversation(uid, owner=OWNER, model="gpt-4o", system="Be brief.")
+    conv.extend([user("old question " * 40), assistant("old answer " * 40)])
+    conv.append({"role": "user", "content": "What is 2 + 2?"})
+    w = conv.window(cl.TokenBudget(60), explain=True)
+    server.queue(
+        Reply(content="4", usage=Usage(prompt_tokens=30, completion_tokens=2, cached_tokens=8))
+    )
+    kwargs = conv.request(cl.TokenBudget(60), max_tokens=10)
+    recorded = conv.record(client.chat.completions.create(**kwargs))
+
+    names = [s.name for s in otel.spans()]
+    assert names == [
+        "chatledger.conversation",
+        "chatledger.extend",
+        "chatledger.append",
+        "chatledger.window",
+        "chatledger.request",
+        "chatledger.record",
+    ]
+    for s in otel.spans():
+        assert s.attributes is not None and s.attributes["chatledger.conversation.id"] == uid
+        assert s.status.status_code is StatusCode.UNSET
+    assert otel.span("chatledger.extend").attributes == {
+        "chatledger.operation": "extend",
+        "chatledger.conversation.id": uid,
+        "gen_ai.conversation.id": uid,
+        "gen_ai.request.model": "gpt-4o",
+        "chatledger.messages.count": 2,
+        "chatledger.messages.tokens": conv.records()[1].tokens + conv.records()[2].tokens,
+        "chatledger.messages.last_seq": 3,
+    }
+    window = otel.span("chatledger.window").attributes or {}
+    assert window["chatledger.window.kept.first"] == w.kept.first == 4
+    assert window["chatledger.window.kept.tokens"] == w.kept.tokens
+    assert window["chatledger.window.dropped.tokens"] == w.dropped.tokens
+    assert window["chatledger.window.dropped.messages"] == 2
+    assert window["chatledger.window.summarized.tokens"] == 0
+    assert window["chatledger.window.rows_read"] == w.rows_read
+    assert window["chatledger.window.prompt_tokens"] == w.prompt_tokens
+    request = otel.span("chatledger.request").attributes or {}
+    assert request["gen_ai.request.model"] == "gpt-4o"
+    assert request["gen_ai.provider.name"] == "openai"
+    assert request["gen_ai.request.max_tokens"] == 10
+    assert request["chatledger.request.prompt_tokens"] == w.prompt_tokens
+    record = otel.span("chatledger.record").attributes or {}
+    assert record["gen_ai.usage.input_tokens"] == 30
+    assert record["gen_ai.usage.output_tokens"] == 2
+    assert record["gen_ai.usage.cache_read.input_tokens"] == 8
+    assert record["gen_ai.response.model"] == recorded.usage.model
+    assert record["gen_ai.response.finish_reasons"] == ("stop",)
+    assert record["chatledger.cost_usd"] == pytest.approx(float(recorded.usage.cost_usd or 0))
+    assert record["chatledger.messages.last_seq"] == 5
+    # the owner is never emitted unless asked for
+    assert not any("owner" in k for s in otel.spans() for k in s.attributes or {})
+    assert not any(OWNER in v for v in _all_values(otel.spans()))
+
+
+def test_owner_only_when_asked(open_ledger: Opener, db_url: str, uid: str, otel: Otel) -> None:
+    ledger = open_ledger(db_url, telemetry=Telemetry(include_owner=True))
+    conv = ledger.conversation(uid, owner=OWNER)
+    conv.append({"role": "user", "content": "hi"})
+    ledger.delete_owner(OWNER)
+    for name in ("chatledger.conversation", "chatledger.append", "chatledger.delete_owner"):
+        assert (otel.span(name).attributes or {})["chatledger.owner"] == OWNER
+
+
+def test_disabled_ledger_emits_nothing(
+    open_ledger: Opener, db_url: str, uid: str, otel: Otel
+) -> None:
+    ledger = open_ledger(db_url, telemetry=Telemetry(enabled=False))
+    ledger.conversation(uid).append({"role": "user", "content": "hi"})
+    assert otel.spans() == []
+    with pytest.raises(cl.InvalidArgumentError):
+        open_ledger(db_url, telemetry={"include_owner": True})
+
+
+def test_an_error_is_recorded_and_raised_unchanged(ledger: AnyLedger, uid: str, otel: Otel) -> None:
+    conv = ledger.conversation(uid)
+    conv.append({"role": "user", "content": "hi"})
+    orphan = {"role": "tool", "tool_call_id": "call_1", "content": "42"}
+    with pytest.raises(cl.ChatLedgerError) as raised:
+        conv.append(orphan)
+    span = otel.spans("chatledger.append")[-1]
+    assert span.status.status_code is StatusCode.ERROR
+    assert (span.attributes or {})["error.type"] == type(raised.value).__qualname__
+    (event,) = span.events
+    assert event.name == "exception"
+    assert (event.attributes or {})["exception.type"].endswith(type(raised.value).__qualname__)
+    assert (event.attributes or {})["exception.message"] == str(raised.value)
+    assert [m["role"] for m in conv.messages()] == ["user"]  # nothing was written
+
+
+def test_summarizer_call_is_a_child_span(ledger: AnyLedger, uid: str, otel: Otel) -> None:
+    def summarize(previous: str | None, messages: list[dict[str, Any]]) -> str:
+        return f"{len(messages)} messages about numbers"
+
+    def fail(previous: str | None, messages: list[dict[str, Any]]) -> str:
+        raise RuntimeError("down")
+
+    conv = ledger.conversation(uid)
+    conv.append(user("question " * 30))
+    for i in range(6):
+        conv.extend([assistant(f"answer {i} " * 30), user(f"question {i} " * 30)])
+    conv.window([cl.Summarize(summarize, trigger=200, keep=100)])
+    w = otel.span("chatledger.window")
+    s = otel.span("chatledger.summarize")
+    assert s.parent is not None and w.context is not None
+    assert s.parent.span_id == w.context.span_id
+    attrs = s.attributes or {}
+    assert attrs["chatledger.summary.failed"] is False
+    assert attrs["chatledger.summary.from_seq"] == 1
+    assert attrs["chatledger.summary.messages"] == attrs["chatledger.summary.upto_seq"]
+    assert (w.attributes or {})["chatledger.window.summarized.messages"] > 0
+
+    otel.exporter.clear()
+    other = ledger.conversation(f"{uid}-b")
+    other.extend(conv.messages())
+    other.window([cl.Summarize(fail, trigger=200, keep=100)])
+    failed = otel.span("chatledger.summarize")
+    assert failed.status.status_code is StatusCode.ERROR
+    assert (failed.attributes or {})["chatledger.summary.failed"] is True
+    assert otel.span("chatledger.window").status.status_code is StatusCode.UNSET
+
+
+def test_metrics_count_tokens_cost_and_window_time(
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI, otel: Otel
+) -> None:
+    model = "gpt-4o-mini"
+    conv = ledger.conversation(uid, model=model)
+    base = {"gen_ai.provider.name": "openai", "gen_ai.response.model": model}
+    kinds = ("input", "output", "cache_read")
+    tokens = "chatledger.usage.tokens"
+    before = [otel.metric(tokens, {**base, "gen_ai.token.type": k}) for k in kinds]
+    spent = otel.metric("chatledger.usage.cost", base)
+    server.queue(
+        Reply(content="one", usage=Usage(prompt_tokens=100, completion_tokens=7, cached_tokens=64))
+    )
+    conv.chat(client, "hello")
+    server.queue(Reply(content="two", usage=Usage(prompt_tokens=120, completion_tokens=5)))
+    conv.record(client.chat.completions.create(**conv.request()))
+    after = [otel.metric(tokens, {**base, "gen_ai.token.type": k}) for k in kinds]
+    assert [b - a for a, b in zip(before, after, strict=True)] == [220, 12, 64]
+    cost = sum(r.cost_micros or 0 for r in conv.usage_records())
+    assert cost > 0
+    assert otel.metric("chatledger.usage.cost", base) - spent == pytest.approx(cost / 1e6)
+    chat = otel.span("chatledger.chat").attributes or {}
+    assert chat["gen_ai.usage.input_tokens"] == 100 and chat["gen_ai.response.model"] == model
+
+    windows = {"gen_ai.request.model": "gpt-4o-mini"}
+    before = otel.metric("chatledger.window.duration", windows)
+    conv.window()
+    conv.window(cl.TokenBudget(500))
+    assert otel.metric("chatledger.window.duration", windows) == before + 2
+
+
+def test_without_opentelemetry_everything_works(server: FakeOpenAI, tmp_path: Path) -> None:
+    """With ``opentelemetry`` not importable, both twins work as before and nothing tries."""
+    script = textwrap.dedent(
+        """
+        import asyncio, sys
+        sys.modules["opentelemetry"] = None
+        import chatledger as cl
+        import openai
+
+        def turn(conv, client):
+            conv.append({"role": "user", "content": "hi"})
+            conv.window(cl.TokenBudget(100), explain=True)
+            conv.record(client.chat.completions.create(**conv.request()))
+            try:
+                conv.append({"role": "tool", "tool_call_id": "x", "content": "1"})
+            except cl.ChatLedgerError as e:
+                return type(e).__name__
+
+        client = openai.OpenAI(max_retries=0)
+        with cl.Ledger("sqlite:///s.db") as ledger:
+            print(turn(ledger.conversation("c", owner="o"), client))
+            print(len(ledger.conversation("c", owner="o").messages()))
+
+        async def main():
+            aclient = openai.AsyncOpenAI(max_retries=0)
+            async with cl.AsyncLedger("sqlite+aiosqlite:///a.db") as ledger:
+                conv = await ledger.conversation("c")
+                await conv.append({"role": "user", "content": "hi"})
+                await conv.window(cl.TokenBudget(100))
+                await conv.record(await aclient.chat.completions.create(**await conv.request()))
+                print(len(await conv.messages()))
+
+        asyncio.run(main())
+        print(sys.modules["opentelemetry"])
+        """
+    )
+    server.queue("hello", "again")
+    env = {**os.environ, "OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "test"}
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["InvalidMessageError", "2", "2", "None"]
