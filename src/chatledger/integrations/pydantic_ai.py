@@ -1,0 +1,465 @@
+"""Pydantic AI message history stored in chatledger.
+
+Pydantic AI keeps a run's history as ``ModelMessage``s (``ModelRequest`` and
+``ModelResponse`` with their parts); chatledger stores Chat Completions messages. This module
+converts both ways and gives an agent a chatledger window::
+
+    from chatledger.integrations.pydantic_ai import chatledger_history
+
+    history = chatledger_history(conv, cl.TokenBudget(8000))
+    agent = Agent(model, instructions="Be brief.", history_processors=[history])
+    result = agent.run_sync("Hi")
+    history.store_run(result)  # the final reply, which no processor call saw
+
+Before each model request the processor stores the messages it has not seen (the new user
+prompt, the previous step's reply and tool results) and returns the conversation's window as
+``ModelMessage``s; Pydantic AI sends that window and keeps it as the run's history. Without a
+processor, :func:`window_messages` gives ``message_history`` and :func:`store_messages` stores
+``result.new_messages()``.
+
+Each part becomes one Chat Completions message: a ``SystemPromptPart`` a system message, a
+``UserPromptPart`` a user message (text, images by URL or bytes, wav/mp3 audio and PDF bytes as
+content parts), a ``ToolReturnPart`` (a tool's retry too) a tool message with the text
+Pydantic AI sends, a ``RetryFeedbackPart`` (or a legacy ``RetryPromptPart``) a user message, or
+a tool message when it names a tool call; a ``ModelResponse`` is one assistant message, its
+``TextPart``s joined and its ``ToolCallPart``s as ``tool_calls``. A ``ThinkingPart`` is not sent
+back through Chat Completions, so it is kept only in the metadata. Every stored message keeps, in
+``metadata["pydantic_ai"]``, the ``ModelMessage`` it came from, holding only the parts it
+carries (serialised with ``ModelMessagesTypeAdapter``), so reading gives back exactly what was
+stored, and a window that starts inside a request still reads as one. Messages chatledger holds
+without that metadata (written by ``conv.chat``, a summary) are converted from their Chat
+Completions form. A part with no Chat Completions form (a video, a native tool call, a file the
+model made) raises :class:`~chatledger.InvalidArgumentError` naming it, and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from chatledger.errors import InvalidArgumentError, MissingDependencyError
+
+try:
+    from pydantic_ai import RunContext
+    from pydantic_ai.agent import AgentRunResult
+    from pydantic_ai.capabilities import AbstractCapability
+    from pydantic_ai.messages import (
+        BinaryContent,
+        CachePoint,
+        ImageUrl,
+        ModelMessage,
+        ModelMessagesTypeAdapter,
+        ModelRequest,
+        ModelRequestPart,
+        ModelResponse,
+        ModelResponsePart,
+        RetryFeedbackPart,
+        RetryPromptPart,
+        SystemPromptPart,
+        TextContent,
+        TextPart,
+        ThinkingPart,
+        ToolCallPart,
+        ToolReturnPart,
+        UserContent,
+        UserPromptPart,
+    )
+    from pydantic_ai.models import ModelRequestContext
+except ImportError as exc:  # the adapter needs the framework it adapts
+    raise MissingDependencyError(
+        exc.name or "pydantic_ai", "chatledger.integrations.pydantic_ai"
+    ) from None
+
+from chatledger.conversation import AsyncConversation, Conversation
+from chatledger.errors import PendingToolCallsError
+from chatledger.strategies import Strategy
+
+__all__ = [
+    "ChatledgerHistory",
+    "astore_messages",
+    "awindow_messages",
+    "chatledger_history",
+    "from_openai",
+    "store_messages",
+    "to_openai",
+    "window_messages",
+]
+
+META_KEY = "pydantic_ai"
+TEXT_SEPARATOR = "\n\n"  # how Pydantic AI's OpenAI model joins a reply's text parts
+_AUDIO_FORMATS = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/mpeg": "mp3", "audio/mp3": "mp3"}
+
+StrategyArg = Strategy | Sequence[Strategy] | None
+Pair = tuple[dict[str, Any], dict[str, Any] | None]
+
+
+# --- ModelMessages -> Chat Completions ----------------------------------------------------------
+
+
+def _refuse(where: str, what: object) -> InvalidArgumentError:
+    kind = getattr(what, "part_kind", None) or getattr(what, "kind", None) or type(what).__name__
+    return InvalidArgumentError(
+        where, f"{type(what).__name__} ({kind}) has no Chat Completions form chatledger can store"
+    )
+
+
+def _content_part(item: UserContent, where: str) -> dict[str, Any] | None:
+    """One item of a user prompt as a Chat Completions content part (None for a cache point,
+    which marks the request and carries no content)."""
+    if isinstance(item, str):
+        return {"type": "text", "text": item}
+    if isinstance(item, TextContent):
+        return {"type": "text", "text": item.content}
+    if isinstance(item, CachePoint):
+        return None
+    if isinstance(item, ImageUrl):
+        return {"type": "image_url", "image_url": {"url": item.url}}
+    if isinstance(item, BinaryContent):
+        if item.is_image:
+            return {"type": "image_url", "image_url": {"url": item.data_uri}}
+        if item.media_type in _AUDIO_FORMATS:
+            data = base64.b64encode(item.data).decode()
+            return {
+                "type": "input_audio",
+                "input_audio": {"data": data, "format": _AUDIO_FORMATS[item.media_type]},
+            }
+        if item.media_type == "application/pdf":
+            name = item.identifier or "document.pdf"
+            return {"type": "file", "file": {"file_data": item.data_uri, "filename": name}}
+    raise _refuse(where, item)
+
+
+def _user_message(part: UserPromptPart, where: str) -> dict[str, Any]:
+    if isinstance(part.content, str):
+        return {"role": "user", "content": part.content}
+    parts = [
+        p
+        for i, item in enumerate(part.content)
+        if (p := _content_part(item, f"{where}.content[{i}]"))
+    ]
+    return {"role": "user", "content": parts}
+
+
+def _arguments(part: ToolCallPart) -> str:
+    """Call arguments as valid JSON (a model's broken JSON is kept as a JSON string; the part in
+    the metadata has it as it was)."""
+    raw = part.args_as_json_str()
+    try:
+        json.loads(raw)
+    except ValueError:
+        return json.dumps(raw)
+    return raw
+
+
+def _request_message(part: ModelRequestPart, where: str) -> dict[str, Any]:
+    if isinstance(part, SystemPromptPart):
+        return {"role": "system", "content": part.content}
+    if isinstance(part, UserPromptPart):
+        return _user_message(part, where)
+    if isinstance(part, ToolReturnPart):
+        return {
+            "role": "tool",
+            "tool_call_id": part.tool_call_id,
+            "content": part.model_response_str(),
+        }
+    if isinstance(part, RetryFeedbackPart):
+        return {"role": "user", "content": part.model_response()}
+    if isinstance(part, RetryPromptPart):  # legacy: a retry of a tool call or of the output
+        if part.tool_name is None:
+            return {"role": "user", "content": part.model_response()}
+        return {"role": "tool", "tool_call_id": part.tool_call_id, "content": part.model_response()}
+    raise _refuse(where, part)
+
+
+def _response_message(message: ModelResponse, where: str) -> dict[str, Any]:
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for i, part in enumerate(message.parts):
+        if isinstance(part, TextPart):
+            texts.append(part.content)
+        elif isinstance(part, ToolCallPart):
+            function = {"name": part.tool_name, "arguments": _arguments(part)}
+            calls.append({"id": part.tool_call_id, "type": "function", "function": function})
+        elif not isinstance(part, ThinkingPart):  # thinking is kept in the metadata only
+            raise _refuse(f"{where}.parts[{i}]", part)
+    out: dict[str, Any] = {"role": "assistant", "content": TEXT_SEPARATOR.join(texts)}
+    if calls:
+        out["tool_calls"] = calls
+        if not texts:
+            out["content"] = None
+    return out
+
+
+def _dump(message: ModelMessage) -> dict[str, Any]:
+    dumped: dict[str, Any] = ModelMessagesTypeAdapter.dump_python([message], mode="json")[0]
+    return dumped
+
+
+def _tool_results_first(part: ModelRequestPart) -> int:
+    """Tool results lead a request, as Pydantic AI sends them: the API takes nothing else
+    while a call is unanswered."""
+    return 0 if isinstance(part, ToolReturnPart | RetryPromptPart) and _answers_a_call(part) else 1
+
+
+def _answers_a_call(part: ToolReturnPart | RetryPromptPart) -> bool:
+    return not isinstance(part, RetryPromptPart) or part.tool_name is not None
+
+
+def to_openai(messages: Sequence[ModelMessage]) -> list[Pair]:
+    """Pydantic AI messages as (Chat Completions message, the metadata chatledger keeps with
+    it) pairs, one per request part and one per response."""
+    out: list[Pair] = []
+    for index, message in enumerate(messages):
+        where = f"messages[{index}]"
+        if isinstance(message, ModelResponse):
+            out.append((_response_message(message, where), {META_KEY: {"message": _dump(message)}}))
+            continue
+        if not isinstance(message, ModelRequest):
+            raise _refuse(where, message)
+        ordered = sorted(enumerate(message.parts), key=lambda p: _tool_results_first(p[1]))
+        for n, (i, part) in enumerate(ordered):
+            msg = _request_message(part, f"{where}.parts[{i}]")
+            alone = dataclasses.replace(message, parts=[part])
+            out.append((msg, {META_KEY: {"message": _dump(alone), "continues": n > 0}}))
+    return out
+
+
+# --- Chat Completions -> ModelMessages ----------------------------------------------------------
+
+
+def _stored(metadata: Mapping[str, Any] | None) -> tuple[ModelMessage, bool] | None:
+    kept = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
+    if not isinstance(kept, Mapping) or not isinstance(kept.get("message"), Mapping):
+        return None
+    loaded = ModelMessagesTypeAdapter.validate_python([kept["message"]])[0]
+    return loaded, bool(kept.get("continues"))
+
+
+def _text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    parts = content if isinstance(content, list) else []
+    return "".join(p.get("text", "") for p in parts if isinstance(p, Mapping))
+
+
+def _user_content(content: object) -> str | list[UserContent]:
+    if isinstance(content, str) or not isinstance(content, list):
+        return _text(content)
+    items: list[UserContent] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, Mapping) else None
+        if kind == "image_url":
+            url = part["image_url"]["url"]
+            is_data = url.startswith("data:")
+            items.append(BinaryContent.from_data_uri(url) if is_data else ImageUrl(url))
+        elif kind == "input_audio":
+            audio = part["input_audio"]
+            media = "audio/wav" if audio.get("format") == "wav" else "audio/mpeg"
+            items.append(BinaryContent(base64.b64decode(audio["data"]), media_type=media))
+        elif kind == "file" and str(part["file"].get("file_data", "")).startswith("data:"):
+            items.append(BinaryContent.from_data_uri(part["file"]["file_data"]))
+        elif kind == "text":
+            items.append(part["text"])
+        else:
+            items.append(f"[{kind} omitted]")
+    return items
+
+
+def _plain(message: Mapping[str, Any], call_names: dict[str, str]) -> ModelMessage:
+    """A message chatledger holds without Pydantic AI metadata, from its Chat Completions form."""
+    role = message.get("role")
+    if role == "assistant":
+        parts: list[ModelResponsePart] = []
+        if _text(message.get("content")):
+            parts.append(TextPart(_text(message.get("content"))))
+        for call in message.get("tool_calls") or ():
+            name = call.get("function", {}).get("name", "")
+            call_names[call["id"]] = name
+            args = call.get("function", {}).get("arguments", "{}")
+            parts.append(ToolCallPart(name, args, tool_call_id=call["id"]))
+        return ModelResponse(parts=parts)
+    if role == "tool":
+        call_id = message["tool_call_id"]
+        name = call_names.get(call_id, "")
+        content = _text(message.get("content"))
+        return ModelRequest(parts=[ToolReturnPart(name, content, tool_call_id=call_id)])
+    if role in ("system", "developer"):
+        return ModelRequest(parts=[SystemPromptPart(_text(message.get("content")))])
+    return ModelRequest(parts=[UserPromptPart(_user_content(message.get("content")))])
+
+
+def from_openai(
+    pairs: Sequence[tuple[Mapping[str, Any], Mapping[str, Any] | None]],
+) -> list[ModelMessage]:
+    """Stored messages (with their metadata) back as Pydantic AI messages: the parts of one
+    request are one ``ModelRequest`` again."""
+    out: list[ModelMessage] = []
+    call_names: dict[str, str] = {}
+    joinable = False  # whether the last message came from metadata and may take more parts
+    for message, metadata in pairs:
+        kept = _stored(metadata)
+        if kept is None:
+            out.append(_plain(message, call_names))
+            joinable = False
+            continue
+        loaded, continues = kept
+        if isinstance(loaded, ModelResponse):
+            call_names.update(
+                {p.tool_call_id: p.tool_name for p in loaded.parts if isinstance(p, ToolCallPart)}
+            )
+        last = out[-1] if out else None
+        if (
+            continues
+            and joinable
+            and isinstance(last, ModelRequest)
+            and isinstance(loaded, ModelRequest)
+        ):
+            out[-1] = dataclasses.replace(last, parts=[*last.parts, *loaded.parts])
+        else:
+            out.append(loaded)
+        joinable = isinstance(loaded, ModelRequest)
+    return out
+
+
+# --- windows and storage ------------------------------------------------------------------------
+
+
+def _window_pairs(conv: Conversation, strategy: StrategyArg) -> list[Pair]:
+    """A window with each message's metadata; while tool calls wait for results (a deferred
+    tool), the pinned prefix and the round they are in."""
+    try:
+        w = conv.window(strategy, explain=True)
+    except PendingToolCallsError:
+        info = conv.info
+        opened = conv.records(stop=info.prefix_seq + 1) if info.prefix_seq else []
+        tail = conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
+        return [(r.message, r.metadata) for r in (*opened, *tail)]
+    return [(m, r.metadata if r is not None else None) for m, r in w.rows()]
+
+
+async def _awindow_pairs(conv: AsyncConversation, strategy: StrategyArg) -> list[Pair]:
+    """The async twin of :func:`_window_pairs`."""
+    try:
+        w = await conv.window(strategy, explain=True)
+    except PendingToolCallsError:
+        info = conv.info
+        opened = await conv.records(stop=info.prefix_seq + 1) if info.prefix_seq else []
+        tail = await conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
+        return [(r.message, r.metadata) for r in (*opened, *tail)]
+    return [(m, r.metadata if r is not None else None) for m, r in w.rows()]
+
+
+def window_messages(conv: Conversation, strategy: StrategyArg = None) -> list[ModelMessage]:
+    """The conversation's window (the whole history without a strategy) as Pydantic AI
+    messages, for ``message_history``."""
+    return from_openai(_window_pairs(conv, strategy))
+
+
+async def awindow_messages(
+    conv: AsyncConversation, strategy: StrategyArg = None
+) -> list[ModelMessage]:
+    """The async twin of :func:`window_messages`."""
+    return from_openai(await _awindow_pairs(conv, strategy))
+
+
+def store_messages(conv: Conversation, messages: Sequence[ModelMessage]) -> None:
+    """Store Pydantic AI messages (``result.new_messages()``) atomically: all, in order, or
+    none."""
+    pairs = to_openai(messages)
+    if pairs:
+        conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
+
+
+async def astore_messages(conv: AsyncConversation, messages: Sequence[ModelMessage]) -> None:
+    """The async twin of :func:`store_messages`."""
+    pairs = to_openai(messages)
+    if pairs:
+        await conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
+
+
+# --- the capability ------------------------------------------------------------------------------
+
+
+class ChatledgerHistory(AbstractCapability[Any]):
+    """A Pydantic AI capability that keeps an agent's history in a chatledger conversation.
+
+    Before each model request it stores the messages it has not handed out or stored (the new
+    user prompt, the previous step's reply and tool results) and replaces the request's
+    messages, and the run's history, with the conversation's window; after the run it stores
+    the final reply. Messages are told apart by identity: the window it hands out becomes the
+    run's history, so what a later request holds beyond those objects is what the run added.
+    Pass no ``message_history``: the conversation is the history (messages given there are
+    stored as new). ``for_run`` gives each run its own instance, so concurrent runs do not mix
+    their state (they do interleave their messages in one conversation).
+    """
+
+    def __init__(
+        self, conversation: Conversation | AsyncConversation, strategy: StrategyArg = None
+    ) -> None:
+        if not isinstance(conversation, (Conversation, AsyncConversation)):
+            raise InvalidArgumentError(
+                "conversation",
+                "must be a chatledger Conversation or AsyncConversation, "
+                f"got {type(conversation).__name__}",
+            )
+        self.conversation = conversation
+        self.strategy = strategy
+        self._known: dict[int, ModelMessage] = {}  # id() -> the message, kept alive
+
+    def __repr__(self) -> str:
+        return f"<ChatledgerHistory {self.conversation.id!r} strategy={self.strategy!r}>"
+
+    @classmethod
+    def get_serialization_name(cls) -> str | None:
+        return None  # built from a live conversation, not from a spec
+
+    async def for_run(self, ctx: RunContext[Any]) -> ChatledgerHistory:
+        return ChatledgerHistory(self.conversation, self.strategy)
+
+    async def _store_unseen(self, messages: Sequence[ModelMessage]) -> None:
+        unseen = [m for m in messages if self._known.get(id(m)) is not m]
+        conv = self.conversation
+        if isinstance(conv, AsyncConversation):
+            await astore_messages(conv, unseen)
+        else:
+            await asyncio.to_thread(store_messages, conv, unseen)
+        self._known.update({id(m): m for m in unseen})
+
+    async def _window(self) -> list[ModelMessage]:
+        conv = self.conversation
+        if isinstance(conv, AsyncConversation):
+            window = await awindow_messages(conv, self.strategy)
+        else:
+            window = await asyncio.to_thread(window_messages, conv, self.strategy)
+        self._known = {id(m): m for m in window}
+        return window
+
+    async def before_model_request(
+        self, ctx: RunContext[Any], request_context: ModelRequestContext
+    ) -> ModelRequestContext:
+        """Store what is new, send the window and keep it as the run's history."""
+        await self._store_unseen(request_context.messages)
+        window = await self._window()
+        request_context.messages = window.copy()
+        ctx.messages[:] = window
+        return request_context
+
+    async def after_run(
+        self, ctx: RunContext[Any], *, result: AgentRunResult[Any]
+    ) -> AgentRunResult[Any]:
+        """Store what the run ended with (its final reply)."""
+        await self._store_unseen(result.all_messages())
+        return result
+
+
+def chatledger_history(
+    conversation: Conversation | AsyncConversation, strategy: StrategyArg = None
+) -> ChatledgerHistory:
+    """The capability for ``Agent(capabilities=[...])`` that keeps the agent's history in
+    ``conversation`` and sends the model ``strategy``'s window of it (the whole history without
+    one). Pydantic AI 2 runs history processors as capabilities; this one also stores."""
+    return ChatledgerHistory(conversation, strategy)
