@@ -46,6 +46,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit
 
+import fake_responses
 from fake_prompt_cache import PromptCache, fake_prompt_sequence, reported_cached_tokens
 
 __all__ = [
@@ -457,6 +458,8 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             elif self.command == "POST" and path == "/v1/chat/completions":
                 self._chat_completions(body)
+            elif self.command == "POST" and path == "/v1/responses":
+                fake_responses.serve(self, fake, body)
             elif self.command == "GET" and path == "/v1/models":
                 self._send_json(200, {"object": "list", "data": [_model(m) for m in fake.models]})
             elif self.command == "GET" and path.startswith("/v1/models/"):

@@ -46,6 +46,9 @@ class Reply:
     status: str | None
     usage: UsageFields
     dropped_tool_calls: int = 0
+    #: what the reply adds to its stored message's metadata (a Responses API reply's
+    #: reasoning items, see :mod:`chatledger.responses`); None for a chat completion
+    metadata: dict[str, Any] | None = None
 
 
 def _cache_writes(usage: dict[str, Any], details: dict[str, Any]) -> int | None:

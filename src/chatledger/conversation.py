@@ -15,9 +15,11 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletio
 
 from chatledger import editing as edits
 from chatledger import operations as op
+from chatledger import responses_ops as ro
 from chatledger import round_trip
 from chatledger.budgets import Budget
 from chatledger.handle import Handle
+from chatledger.responses import ResponseAccumulator
 from chatledger.round_trip import Recorded
 from chatledger.rows import ConversationInfo, StoredMessage, UsageRecord, UsageTotals
 from chatledger.streaming import AsyncStreamRecorder, ChunkT, StreamRecorder
@@ -187,6 +189,27 @@ class Conversation(_Shell):
             return self.record(completion, choice=choice, prompt_tokens=prompt_tokens)
 
         return StreamRecorder(cast(Iterable[ChunkT], stream), finish)
+
+    def responses_request(self, strategy: StrategyArg = None, *, tools: Tools = None,
+            budget: Budgets = None, instructions: bool = False, **params: Any) -> dict[str, Any]:
+        """The keyword arguments for ``client.responses.create(**kwargs)``: the window of
+        :meth:`request` as ``input`` items (kept reasoning replayed in place), tools in the
+        flat shape, and with ``instructions=True`` the pinned system prompt as
+        ``instructions``. :meth:`record` stores the ``Response`` (docs/responses.md)."""
+        return self._run(ro.responses_request(self._h, strategy, tools, budget, instructions,
+            params))[0]
+
+    def stream_response(self, stream: Iterable[Any], *,
+            prompt_tokens: int | None = None) -> StreamRecorder[Any]:
+        """Wrap a ``responses.create(stream=True)`` stream: iterate it to pass the events on;
+        the response is recorded when it completes, or what arrived when it breaks."""
+        acc = ResponseAccumulator()
+
+        def finish(_: dict[str, Any], broken: bool) -> Recorded | None:
+            response = acc.response(broken=broken)
+            return None if response is None else self.record(response, prompt_tokens=prompt_tokens)
+
+        return StreamRecorder(acc.watch(stream), finish)
 
     def _answer(self, out: op.ChatOutcome, choice: int
             ) -> ChatCompletion | StreamRecorder[ChatCompletionChunk]:
@@ -361,6 +384,25 @@ class AsyncConversation(_Shell):
             return await self.record(completion, choice=choice, prompt_tokens=prompt_tokens)
 
         return AsyncStreamRecorder(cast(AsyncIterable[ChunkT], stream), finish)
+
+    async def responses_request(self, strategy: StrategyArg = None, *, tools: Tools = None,
+            budget: Budgets = None, instructions: bool = False, **params: Any) -> dict[str, Any]:
+        """Async :meth:`Conversation.responses_request`."""
+        return (await self._run(ro.responses_request(self._h, strategy, tools, budget,
+            instructions, params)))[0]
+
+    def stream_response(self, stream: AsyncIterable[Any] | Iterable[Any], *,
+            prompt_tokens: int | None = None) -> AsyncStreamRecorder[Any]:
+        """Wrap a Responses stream (see :meth:`Conversation.stream_response`)."""
+        acc = ResponseAccumulator()
+
+        async def finish(_: dict[str, Any], broken: bool) -> Recorded | None:
+            response = acc.response(broken=broken)
+            if response is None:
+                return None
+            return await self.record(response, prompt_tokens=prompt_tokens)
+
+        return AsyncStreamRecorder(acc.awatch(stream), finish)
 
     def _answer(self, out: op.ChatOutcome, choice: int
             ) -> ChatCompletion | AsyncStreamRecorder[ChatCompletionChunk]:

@@ -32,6 +32,7 @@ from chatledger.errors import (
 )
 from chatledger.handle import Batch, Handle, check_key, check_metadata_list, check_range
 from chatledger.params import conversation_cache_key, validate_params
+from chatledger.responses import chat_message
 from chatledger.round_trip import Recorded
 from chatledger.rows import (
     Appended,
@@ -117,6 +118,7 @@ def append(
     metas = check_metadata_list(items, metadata)
     if not items:
         return []
+    items = [chat_message(i) for i in items]  # Responses input items as the messages they are
 
     def body(b: Batch) -> Callable[[Connection], Appended]:
         def run(c: Connection) -> Appended:
@@ -171,7 +173,8 @@ def record(
 
     rid = spending.settle_next(h)
     try:
-        done, used = yield from _locked_write(h, items, [metadata], reply.status, body)
+        meta = round_trip.message_metadata(metadata, reply)
+        done, used = yield from _locked_write(h, items, [meta], reply.status, body)
     except Exception:
         spending.unsettled(h, rid)
         raise

@@ -13,6 +13,7 @@ from chatledger.completions import Reply, parse_completion
 from chatledger.config import LedgerConfig
 from chatledger.errors import InvalidArgumentError, InvalidParameterError
 from chatledger.params import validate_params
+from chatledger.responses import is_response, parse_response
 from chatledger.rows import StoredMessage, UsageRecord
 from chatledger.tokens import TokenCounter
 
@@ -119,8 +120,12 @@ def parse_reply(
     counter: TokenCounter,
     prompt_tokens: int | None,
 ) -> Reply:
-    """Parse a response; fill in an estimate where the API reported no usage."""
-    reply = parse_completion(completion, choice=choice)
+    """Parse a chat completion or a Responses API ``Response``; fill in an estimate where
+    the API reported no usage."""
+    if is_response(completion):
+        reply = parse_response(completion)
+    else:
+        reply = parse_completion(completion, choice=choice)
     if reply.usage.estimated:
         from dataclasses import replace
 
@@ -175,6 +180,14 @@ def usage_values(
         "cost_micros": cost,
         "meta": json.dumps(meta, ensure_ascii=False, separators=(",", ":")) if meta else None,
     }
+
+
+def message_metadata(given: Mapping[str, Any] | None, reply: Reply) -> Mapping[str, Any] | None:
+    """The stored reply's metadata: the caller's, and what the reply keeps beside its message
+    (a Responses reply's reasoning items) under its own key."""
+    if reply.metadata is None:
+        return given
+    return {**(given or {}), **reply.metadata}
 
 
 def record_key(reply: Reply, idempotency_key: str | None) -> str | None:
