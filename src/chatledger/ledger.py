@@ -214,12 +214,17 @@ class Ledger(_Shell[Engine], engine=Engine, make=make_sync_engine, driver=SyncDr
         self._driver.run(op.delete_by_id(id, owner))
 
     def delete_owner(self, owner: str) -> int:
-        """Delete every conversation of ``owner``; returns how many there were."""
+        """Delete every conversation of ``owner``, with its usage rows; returns how many.
+
+        It works in short transactions of whole conversations (no lock held long on a large
+        owner): interrupted, it leaves whole conversations deleted or kept, and calling it
+        again finishes."""
         return self._driver.run(op.delete_owner(owner))
 
     def delete_idle(self, older_than: timedelta, *, owner: str | None = None) -> int:
         """Delete conversations with no activity for ``older_than`` (a retention policy);
-        returns how many."""
+        returns how many. Usage rows stay. Like :meth:`delete_owner`, in short transactions
+        of whole conversations: interrupted, calling it again finishes."""
         _check_owner(owner)
         return self._driver.run(op.delete_idle(_check_age(older_than), owner))
 
