@@ -4,6 +4,8 @@ what it was sent."""
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -192,3 +194,14 @@ async def test_async_agent_on_a_sync_conversation(db_url: str, uid: str) -> None
 def test_not_a_conversation_is_refused() -> None:
     with pytest.raises(cl.InvalidArgumentError, match="conversation"):
         ChatledgerMiddleware("support-42")  # type: ignore[arg-type]
+
+
+def test_without_langchain_the_import_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [n for n in sys.modules if n == "langchain" or n.startswith("langchain.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "chatledger.integrations.langchain_agents")
+    with pytest.raises(cl.MissingDependencyError) as caught:
+        importlib.import_module("chatledger.integrations.langchain_agents")
+    assert caught.value.install == "pip install 'chatledger[langchain-agents]'"

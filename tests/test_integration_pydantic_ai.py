@@ -4,6 +4,8 @@ async, with a tool) whose history lives in a conversation, on every backend, wit
 
 from __future__ import annotations
 
+import importlib
+import sys
 import warnings
 from typing import Any
 
@@ -338,3 +340,15 @@ async def test_store_helpers_on_an_async_conversation(db_url: str, uid: str) -> 
 def test_not_a_conversation_is_refused() -> None:
     with pytest.raises(cl.InvalidArgumentError, match="conversation"):
         chatledger_history("support-42")  # type: ignore[arg-type]
+
+
+def test_without_pydantic_ai_the_import_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [n for n in sys.modules if n == "pydantic_ai" or n.startswith("pydantic_ai.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, "chatledger.integrations.pydantic_ai")
+    with pytest.raises(cl.MissingDependencyError) as caught:
+        importlib.import_module("chatledger.integrations.pydantic_ai")
+    assert caught.value.install == "pip install 'chatledger[pydantic-ai]'"
+    assert "pydantic-ai-slim" in str(caught.value)
