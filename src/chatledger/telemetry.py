@@ -47,6 +47,8 @@ _PUBLIC_NAMES = {
     "usage_totals": "usage",
     "read": "records",
 }
+#: the request parameters that cap a reply, Chat Completions' and the Responses API's
+_LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,19 @@ class _Instruments:
     cost: Any
     window_seconds: Any
     status_error: Any
+    use_span: Any
+
+    def open(self, name: str) -> tuple[Any, Any]:
+        """A started span, and the context manager that makes it current (None for the API's
+        no-op span when no SDK is installed: there is nothing to make current, or to end)."""
+        span = self.tracer.start_span(name)
+        if not span.is_recording() and not span.get_span_context().is_valid:
+            return span, None
+        current = self.use_span(
+            span, end_on_exit=True, record_exception=True, set_status_on_exception=True
+        )
+        current.__enter__()
+        return span, current
 
 
 @functools.cache
@@ -85,6 +100,7 @@ def _instruments() -> _Instruments | None:
             "chatledger.window.duration", unit="s", description="Time to build a window"
         ),
         status_error=trace.StatusCode.ERROR,
+        use_span=trace.use_span,
     )
 
 
@@ -129,6 +145,11 @@ def _identity(op: Generator[Any, Any, Any]) -> tuple[Handle | None, str | None, 
         return h, h.id, h.owner
     cid, owner = args.get("cid"), args.get("owner")
     return None, cid if isinstance(cid, str) else None, owner if isinstance(owner, str) else None
+
+
+def _count(items: object) -> int:
+    """How many messages (or Responses input items) a request carries."""
+    return len(items) if isinstance(items, list) else int(items is not None)
 
 
 def _billed_values(u: UsageRecord) -> dict[str, Any]:
@@ -202,8 +223,7 @@ class _Operation:
         self._started = 0.0
 
     def __enter__(self) -> _Operation:
-        self._cm = self._inst.tracer.start_as_current_span(f"chatledger.{self._name}")
-        self._span = self._cm.__enter__()
+        self._span, self._cm = self._inst.open(f"chatledger.{self._name}")
         if self._span.is_recording():
             h, cid, owner = _identity(self.op)
             self.h = h
@@ -234,7 +254,8 @@ class _Operation:
             self._inst.window_seconds.record(seconds, attrs)
         if isinstance(error, ChatLedgerError) and self._span.is_recording():
             self._span.set_attribute("error.type", type(error).__qualname__)
-        self._cm.__exit__(kind, error, tb)  # records the exception, status ERROR, ends
+        if self._cm is not None:  # records the exception, status ERROR, ends the span
+            self._cm.__exit__(kind, error, tb)
 
     def finish(self, result: Any) -> Any:
         """Note what the operation returned (when the span records); returns it unchanged."""
@@ -255,15 +276,15 @@ class _Operation:
                 span.set_attribute("chatledger.messages.last_seq", stored[-1].seq)
         elif isinstance(result, Window):
             span.set_attributes(_window_attributes(result))
-        elif name == "request" and isinstance(result, tuple):
-            kwargs, prompt, reservation = result
-            limit = kwargs.get("max_completion_tokens", kwargs.get("max_tokens"))
+        elif name in ("request", "responses_request") and isinstance(result, tuple):
+            kwargs, prompt, reservation = result[:3]
+            limit = next((kwargs[k] for k in _LIMITS if k in kwargs), None)
             attrs = {
                 "gen_ai.operation.name": "chat",
                 "gen_ai.provider.name": PROVIDER,
                 "gen_ai.request.model": kwargs.get("model", ""),
                 "chatledger.request.prompt_tokens": prompt,
-                "chatledger.request.messages": len(kwargs.get("messages", ())),
+                "chatledger.request.messages": _count(kwargs.get("messages", kwargs.get("input"))),
                 "chatledger.request.reserved": reservation is not None,
             }
             if isinstance(limit, int):
@@ -316,8 +337,8 @@ class _Summary:
         self._inst, self._effect = inst, effect
 
     def __enter__(self) -> Callable[[str | None], str | None]:
-        self._cm = self._inst.tracer.start_as_current_span("chatledger.summarize")
-        self._span = span = self._cm.__enter__()
+        self._span, self._cm = self._inst.open("chatledger.summarize")
+        span = self._span
         if span.is_recording():
             req = self._effect.request
             attrs: dict[str, Any] = {
@@ -346,4 +367,5 @@ class _Summary:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._cm.__exit__(kind, error, tb)
+        if self._cm is not None:
+            self._cm.__exit__(kind, error, tb)
