@@ -23,7 +23,7 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
 import chatledger as cl
-from chatledger.integrations.langchain_agents import ChatledgerMiddleware
+from chatledger.integrations.langchain_agents import UNANSWERED, ChatledgerMiddleware
 
 
 @tool
@@ -205,3 +205,31 @@ def test_without_langchain_the_import_says_what_to_install(
     with pytest.raises(cl.MissingDependencyError) as caught:
         importlib.import_module("chatledger.integrations.langchain_agents")
     assert caught.value.install == "pip install 'chatledger[langchain-agents]'"
+
+
+def test_a_run_that_failed_inside_a_tool_is_closed_by_the_next(db_url: str, uid: str) -> None:
+    calls: list[str] = []
+
+    @tool
+    def flaky(city: str) -> str:
+        """Fails the first time."""
+        calls.append(city)
+        if len(calls) == 1:
+            raise RuntimeError("tool crashed")
+        return f"sunny in {city}"
+
+    with cl.Ledger(db_url) as ledger:
+        conv = ledger.conversation(uid, model="gpt-4o")
+        call = {"name": "flaky", "args": {"city": "Oslo"}, "id": "c1"}
+        model = RecordingModel(
+            messages=iter([AIMessage("", tool_calls=[call]), AIMessage("Sorry, try again.")])
+        )
+        agent = create_agent(model, [flaky], middleware=[ChatledgerMiddleware(conv)])
+        with pytest.raises(RuntimeError, match="tool crashed"):
+            agent.invoke({"messages": [HumanMessage("Weather in Oslo?")]})
+        assert conv.info.pending_tool_calls == ("c1",)
+        agent.invoke({"messages": [HumanMessage("Well?")]})
+        stored = conv.messages()
+        cl.validate_messages(stored)
+        assert [m["role"] for m in stored] == ["user", "assistant", "tool", "user", "assistant"]
+        assert stored[2] == {"role": "tool", "tool_call_id": "c1", "content": UNANSWERED}

@@ -42,6 +42,7 @@ from pydantic_ai.usage import RequestUsage
 
 import chatledger as cl
 from chatledger.integrations.pydantic_ai import (
+    UNANSWERED,
     ChatledgerHistory,
     astore_messages,
     awindow_messages,
@@ -352,3 +353,35 @@ def test_without_pydantic_ai_the_import_says_what_to_install(
         importlib.import_module("chatledger.integrations.pydantic_ai")
     assert caught.value.install == "pip install 'chatledger[pydantic-ai]'"
     assert "pydantic-ai-slim" in str(caught.value)
+
+
+def test_a_run_that_failed_inside_a_tool_is_closed_by_the_next(db_url: str, uid: str) -> None:
+    with cl.Ledger(db_url) as ledger:
+        conv = ledger.conversation(uid, model="gpt-4o")
+        agent = Agent(FunctionModel(Recorder()), capabilities=[chatledger_history(conv)])
+
+        @agent.tool_plain
+        def get_weather(city: str) -> str:
+            """Crashes."""
+            raise RuntimeError("tool crashed")
+
+        with pytest.raises(RuntimeError, match="tool crashed"):
+            agent.run_sync("Weather in Oslo?")
+        assert len(conv.info.pending_tool_calls) == 1
+        # the failed run's reply and its open call were stored; the next run closes the call
+        sorry = FunctionModel(lambda m, i: ModelResponse(parts=[TextPart("Sorry.")]))
+        Agent(sorry, capabilities=[chatledger_history(conv)]).run_sync("Well?")
+        stored = conv.messages()
+        cl.validate_messages(stored)
+        assert [m["role"] for m in stored] == ["user", "assistant", "tool", "user", "assistant"]
+        assert stored[2]["content"] == UNANSWERED
+        back = window_messages(conv)  # the closer reads as the failed call's tool return
+        assert isinstance(back[2], ModelRequest)
+        assert back[2].parts == [
+            ToolReturnPart(
+                "get_weather",
+                UNANSWERED,
+                tool_call_id=stored[2]["tool_call_id"],
+                timestamp=back[2].parts[0].timestamp,  # type: ignore[union-attr]
+            )
+        ]

@@ -57,6 +57,26 @@ from chatledger.rows import StoredMessage
 __all__ = ["ChatledgerMiddleware"]
 
 ModelResult = ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]
+Pair = tuple[dict[str, Any], dict[str, Any] | None]
+UNANSWERED = "[no result was recorded for this tool call]"  # as the Agents SDK session says
+
+
+def _close_unanswered(pending: Sequence[str], pairs: list[Pair]) -> list[Pair]:
+    """``pairs`` with tool messages closing the calls still open (a run that failed inside a
+    tool) ahead of the first message that is not a tool result, as the API requires; the
+    closers carry no metadata, so the framework reads them as plain tool results."""
+    lead = 0
+    while lead < len(pairs) and pairs[lead][0].get("role") == "tool":
+        lead += 1
+    if not pending or lead == len(pairs):
+        return pairs
+    answered = {m.get("tool_call_id") for m, _ in pairs[:lead]}
+    closers: list[Pair] = [
+        ({"role": "tool", "tool_call_id": c, "content": UNANSWERED}, None)
+        for c in pending
+        if c not in answered
+    ]
+    return [*pairs[:lead], *closers, *pairs[lead:]]
 
 
 def _stored_id(record: StoredMessage) -> str | None:
@@ -157,7 +177,7 @@ class ChatledgerMiddleware(AgentMiddleware):
             self._remember(conv.records(start=max(1, info.last_seq - len(messages) + 1)))
             new = self._unstored(messages) or []
         if new:
-            pairs = [to_openai(m) for m in new]
+            pairs = _close_unanswered(conv.info.pending_tool_calls, [to_openai(m) for m in new])
             conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
             self._remember_ids(new)
 
@@ -172,7 +192,7 @@ class ChatledgerMiddleware(AgentMiddleware):
             self._remember(await conv.records(start=max(1, info.last_seq - len(messages) + 1)))
             new = self._unstored(messages) or []
         if new:
-            pairs = [to_openai(m) for m in new]
+            pairs = _close_unanswered(conv.info.pending_tool_calls, [to_openai(m) for m in new])
             await conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
             self._remember_ids(new)
 

@@ -90,6 +90,7 @@ __all__ = [
 ]
 
 META_KEY = "pydantic_ai"
+UNANSWERED = "[no result was recorded for this tool call]"  # as the Agents SDK session says
 TEXT_SEPARATOR = "\n\n"  # how Pydantic AI's OpenAI model joins a reply's text parts
 _AUDIO_FORMATS = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/mpeg": "mp3", "audio/mp3": "mp3"}
 
@@ -325,6 +326,24 @@ def from_openai(
     return out
 
 
+def _close_unanswered(pending: Sequence[str], pairs: list[Pair]) -> list[Pair]:
+    """``pairs`` with tool messages closing the calls still open (a run that failed inside a
+    tool) ahead of the first message that is not a tool result, as the API requires; the
+    closers carry no metadata, so the framework reads them as plain tool results."""
+    lead = 0
+    while lead < len(pairs) and pairs[lead][0].get("role") == "tool":
+        lead += 1
+    if not pending or lead == len(pairs):
+        return pairs
+    answered = {m.get("tool_call_id") for m, _ in pairs[:lead]}
+    closers: list[Pair] = [
+        ({"role": "tool", "tool_call_id": c, "content": UNANSWERED}, None)
+        for c in pending
+        if c not in answered
+    ]
+    return [*pairs[:lead], *closers, *pairs[lead:]]
+
+
 # --- windows and storage ------------------------------------------------------------------------
 
 
@@ -368,15 +387,16 @@ async def awindow_messages(
 
 def store_messages(conv: Conversation, messages: Sequence[ModelMessage]) -> None:
     """Store Pydantic AI messages (``result.new_messages()``) atomically: all, in order, or
-    none."""
-    pairs = to_openai(messages)
+    none. Tool calls a failed run left open are first closed with a tool message saying no
+    result was recorded."""
+    pairs = _close_unanswered(conv.info.pending_tool_calls, to_openai(messages))
     if pairs:
         conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
 
 
 async def astore_messages(conv: AsyncConversation, messages: Sequence[ModelMessage]) -> None:
     """The async twin of :func:`store_messages`."""
-    pairs = to_openai(messages)
+    pairs = _close_unanswered(conv.info.pending_tool_calls, to_openai(messages))
     if pairs:
         await conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
 
@@ -409,6 +429,7 @@ class ChatledgerHistory(AbstractCapability[Any]):
         self.conversation = conversation
         self.strategy = strategy
         self._known: dict[int, ModelMessage] = {}  # id() -> the message, kept alive
+        self._history: list[ModelMessage] = []  # the run's history, from its last request
 
     def __repr__(self) -> str:
         return f"<ChatledgerHistory {self.conversation.id!r} strategy={self.strategy!r}>"
@@ -446,6 +467,7 @@ class ChatledgerHistory(AbstractCapability[Any]):
         window = await self._window()
         request_context.messages = window.copy()
         ctx.messages[:] = window
+        self._history = ctx.messages  # the run's history, which the run goes on adding to
         return request_context
 
     async def after_run(
@@ -454,6 +476,14 @@ class ChatledgerHistory(AbstractCapability[Any]):
         """Store what the run ended with (its final reply)."""
         await self._store_unseen(result.all_messages())
         return result
+
+    async def on_run_error(
+        self, ctx: RunContext[Any], *, error: BaseException
+    ) -> AgentRunResult[Any]:
+        """Store what a failed run holds (a reply whose tool then crashed), so the next run
+        continues from it: its open calls are closed as unanswered."""
+        await self._store_unseen(self._history)
+        raise error
 
 
 def chatledger_history(
