@@ -64,6 +64,18 @@ class _Switch(Sampler):
         return "chatledger test switch"
 
 
+class _Gated(SimpleSpanProcessor):
+    """Keeps spans only while the switch is on (a docs page's provider records them all)."""
+
+    def __init__(self, exporter: InMemorySpanExporter, switch: _Switch) -> None:
+        super().__init__(exporter)
+        self.switch = switch
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.switch.on:
+            super().on_end(span)
+
+
 @dataclass
 class Otel:
     """What the global providers received."""
@@ -102,7 +114,7 @@ def _providers() -> Otel:
     exporter, sampler = InMemorySpanExporter(), _Switch()
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):  # a docs page set one: listen to it too
-        current.add_span_processor(SimpleSpanProcessor(exporter))
+        current.add_span_processor(_Gated(exporter, sampler))
     else:
         provider = TracerProvider(sampler=sampler)
         provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -228,7 +240,7 @@ def test_an_error_is_recorded_and_raised_unchanged(ledger: AnyLedger, uid: str, 
     assert (span.attributes or {})["error.type"] == type(raised.value).__qualname__
     (event,) = span.events
     assert event.name == "exception"
-    assert (event.attributes or {})["exception.type"].endswith(type(raised.value).__qualname__)
+    assert str((event.attributes or {})["exception.type"]).endswith(type(raised.value).__qualname__)
     assert (event.attributes or {})["exception.message"] == str(raised.value)
     assert [m["role"] for m in conv.messages()] == ["user"]  # nothing was written
 
@@ -253,7 +265,7 @@ def test_summarizer_call_is_a_child_span(ledger: AnyLedger, uid: str, otel: Otel
     assert attrs["chatledger.summary.failed"] is False
     assert attrs["chatledger.summary.from_seq"] == 1
     assert attrs["chatledger.summary.messages"] == attrs["chatledger.summary.upto_seq"]
-    assert (w.attributes or {})["chatledger.window.summarized.messages"] > 0
+    assert (w.attributes or {})["chatledger.window.summarized.messages"] != 0
 
     otel.exporter.clear()
     other = ledger.conversation(f"{uid}-b")
