@@ -17,6 +17,7 @@ from pydantic_ai import Agent
 from pydantic_ai.messages import (
     BinaryContent,
     CachePoint,
+    CapabilityLoadDeltaPart,
     CompactionPart,
     FilePart,
     ImageUrl,
@@ -32,6 +33,7 @@ from pydantic_ai.messages import (
     TextContent,
     TextPart,
     ThinkingPart,
+    ToolAvailabilityDeltaPart,
     ToolCallPart,
     ToolReturnPart,
     UserPromptPart,
@@ -116,7 +118,13 @@ def every_part() -> list[ModelMessage]:
             ]
         ),
         ModelResponse(parts=[ThinkingPart("only thinking")]),
-        ModelRequest(parts=[UserPromptPart("Thanks.")]),
+        ModelRequest(  # records of setup changes ride with the prompt's message
+            parts=[
+                ToolAvailabilityDeltaPart(tools_added=["search"]),
+                UserPromptPart("Thanks."),
+                CapabilityLoadDeltaPart(loaded=["maps"]),
+            ]
+        ),
         ModelResponse(parts=[TextPart("You're welcome.")]),
     ]
 
@@ -221,6 +229,7 @@ def test_a_legacy_retry_prompt_is_stored_as_what_it_meant(db_url: str, uid: str)
         (ModelResponse(parts=[NativeToolCallPart("web_search", {})]), "NativeToolCallPart"),
         (ModelResponse(parts=[FilePart(BinaryContent(PNG, media_type="image/png"))]), "FilePart"),
         (ModelRequest(parts=[CompactionPart("summary")]), "CompactionPart"),
+        (ModelRequest(parts=[ToolAvailabilityDeltaPart(tools_added=["x"])]), "records alone"),
     ],
 )
 def test_what_cannot_be_carried_is_refused_by_name(

@@ -50,19 +50,23 @@ try:
     from pydantic_ai.messages import (
         BinaryContent,
         CachePoint,
+        CapabilityLoadDeltaPart,
         ImageUrl,
+        InstructionBaselinePart,
         ModelMessage,
         ModelMessagesTypeAdapter,
         ModelRequest,
         ModelRequestPart,
         ModelResponse,
         ModelResponsePart,
+        ModelSettingsDeltaPart,
         RetryFeedbackPart,
         RetryPromptPart,
         SystemPromptPart,
         TextContent,
         TextPart,
         ThinkingPart,
+        ToolAvailabilityDeltaPart,
         ToolCallPart,
         ToolReturnPart,
         UserContent,
@@ -93,6 +97,15 @@ META_KEY = "pydantic_ai"
 UNANSWERED = "[no result was recorded for this tool call]"  # as the Agents SDK session says
 TEXT_SEPARATOR = "\n\n"  # how Pydantic AI's OpenAI model joins a reply's text parts
 _AUDIO_FORMATS = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/mpeg": "mp3", "audio/mp3": "mp3"}
+
+# parts that record a change of the run's setup and are never sent as messages: kept in the
+# metadata of a neighbouring message of the same request
+_RECORDS = (
+    ToolAvailabilityDeltaPart,
+    CapabilityLoadDeltaPart,
+    ModelSettingsDeltaPart,
+    InstructionBaselinePart,
+)
 
 StrategyArg = Strategy | Sequence[Strategy] | None
 Pair = tuple[dict[str, Any], dict[str, Any] | None]
@@ -221,12 +234,33 @@ def to_openai(messages: Sequence[ModelMessage]) -> list[Pair]:
             continue
         if not isinstance(message, ModelRequest):
             raise _refuse(where, message)
-        ordered = sorted(enumerate(message.parts), key=lambda p: _tool_results_first(p[1]))
-        for n, (i, part) in enumerate(ordered):
+        groups = sorted(_request_groups(message, where), key=lambda g: _tool_results_first(g[1]))
+        for n, (i, part, riders) in enumerate(groups):
             msg = _request_message(part, f"{where}.parts[{i}]")
-            alone = dataclasses.replace(message, parts=[part])
+            alone = dataclasses.replace(message, parts=riders)
             out.append((msg, {META_KEY: {"message": _dump(alone), "continues": n > 0}}))
     return out
+
+
+def _request_groups(
+    message: ModelRequest, where: str
+) -> list[tuple[int, ModelRequestPart, list[ModelRequestPart]]]:
+    """Each part that becomes a message (with its index), and the parts its metadata keeps: it,
+    and the records before it (after it, for the last), which are never sent as messages."""
+    groups: list[tuple[int, ModelRequestPart, list[ModelRequestPart]]] = []
+    pending: list[ModelRequestPart] = []
+    for i, part in enumerate(message.parts):
+        if isinstance(part, _RECORDS):
+            pending.append(part)
+            continue
+        groups.append((i, part, [*pending, part]))
+        pending = []
+    if pending and not groups:
+        raise InvalidArgumentError(where, "a request of records alone has no message to keep")
+    if pending:
+        i, part, kept = groups[-1]
+        groups[-1] = (i, part, [*kept, *pending])
+    return groups
 
 
 # --- Chat Completions -> ModelMessages ----------------------------------------------------------
