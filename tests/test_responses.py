@@ -316,3 +316,48 @@ def test_the_server_refuses_a_call_sent_without_its_reasoning(
         client.responses.create(model=MODEL, input=[edited, call, answer])  # type: ignore[list-item]
     with pytest.raises(openai.BadRequestError, match="required following item"):
         client.responses.create(model=MODEL, input=[reasoning, answer])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("strategy", ["last-rounds", "token-budget"])
+def test_a_dropped_round_takes_its_reasoning_with_it(
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI, strategy: str
+) -> None:
+    """Kept items go where their message goes: the window's strategy drops old rounds with
+    their reasoning, and what it keeps is replayed (whether the window read the tail in its
+    snapshot, as a token budget does, or after it)."""
+    script = responses_of(server)
+    conv = ledger.conversation(uid, model=MODEL, system="S.")
+    for turn in range(3):
+        conv.append({"role": "user", "content": f"question {turn} " + "word " * 40})
+        script.queue(ResponseReply(reasoning=f"thought {turn}", text=f"answer {turn}"))
+        conv.record(client.responses.create(**conv.responses_request(include=ENCRYPTED)))
+    conv.append({"role": "user", "content": "last question"})
+    chosen = cl.LastRounds(2) if strategy == "last-rounds" else cl.TokenBudget(120)
+    kwargs = conv.responses_request(chosen, instructions=True, include=ENCRYPTED)
+    window = conv.window(chosen, explain=True)
+    assert isinstance(window, cl.Window) and window.dropped.count > 0
+    summaries = [i["summary"][0]["text"] for i in kwargs["input"] if i.get("type") == "reasoning"]
+    kept_rounds = (window.kept.count - 1) // 2
+    assert kept_rounds >= 1 and summaries == [f"thought {t}" for t in range(3 - kept_rounds, 3)]
+    assert kwargs["instructions"] == "S."
+    script.queue("done")
+    conv.record(client.responses.create(**kwargs))  # the server checks every pairing
+
+
+def test_budgets_reserve_and_shrink_max_output_tokens(
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI
+) -> None:
+    conv = ledger.conversation(uid, owner=f"o-{uid}", model=MODEL)
+    conv.append({"role": "user", "content": "hi"})
+    prompt = conv.count_tokens()
+    with pytest.raises(cl.BudgetExceededError):
+        conv.responses_request(max_output_tokens=1000, budget=cl.Budget(tokens=prompt + 300))
+    shrink = cl.Budget(tokens=prompt + 300, shrink=True)
+    kwargs = conv.responses_request(max_output_tokens=1000, budget=shrink)
+    assert kwargs["max_output_tokens"] == 300 and "max_tokens" not in kwargs
+    with pytest.raises(cl.BudgetExceededError):  # the first request holds its 300
+        conv.responses_request(max_output_tokens=1000, budget=shrink)
+    responses_of(server).queue(ResponseReply(text="ok", usage=ResponseUsage(output_tokens=1)))
+    conv.record(client.responses.create(**kwargs))  # settles the reservation: 1 token spent
+    again = conv.responses_request(max_output_tokens=1000, budget=shrink)
+    assert again["max_output_tokens"] > 200

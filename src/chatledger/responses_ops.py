@@ -12,13 +12,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chatledger import responses, round_trip, spending
-from chatledger.effects import Op, reading, writing
+from chatledger.effects import Op, writing
 from chatledger.handle import Handle
 from chatledger.operations import window
 from chatledger.params import conversation_cache_key
-from chatledger.rows import StoredMessage
+from chatledger.rows import Snapshot, StoredMessage
 from chatledger.store import conversations as conv_store
-from chatledger.store import messages as msg_store
 from chatledger.tokens import request_features
 from chatledger.window import StrategyArg, Window
 
@@ -27,6 +26,38 @@ __all__ = ["responses_request"]
 Tools = Sequence[Mapping[str, Any]] | None
 #: the rule family drift reports for requests sent as Responses input
 FEATURE = "responses_api"
+
+
+def _window_and_rows(
+    h: Handle, strategy: StrategyArg, tools: Tools, choice: Any, room: int
+) -> Op[tuple[Window, list[StoredMessage]]]:
+    """``operations.window``, and the stored rows of its kept tail (their metadata holds the
+    kept items). The window reads them anyway: this drives it effect by effect and keeps what
+    its reads return (the snapshot, or the tail read after it), so no read is added."""
+    steps = window(h, strategy, tools, choice, room)
+    snap: Snapshot | None = None
+    last_rows: list[StoredMessage] = []
+    try:
+        effect = next(steps)
+        while True:
+            try:
+                result = yield effect
+            except Exception as exc:  # the driver's failure: the window decides, as ever
+                effect = steps.throw(exc)
+                continue
+            if isinstance(result, Snapshot):
+                snap = result
+            elif isinstance(result, list) and all(isinstance(r, StoredMessage) for r in result):
+                last_rows = result  # the tail read last, after any fold's read
+            effect = steps.send(result)
+    except StopIteration as stop:
+        w: Window = stop.value
+    if w.kept.first is None:
+        return w, []
+    rows = snap.tail(w.kept.first) if snap is not None else None
+    if rows is None:
+        rows = last_rows
+    return w, [r for r in rows if r.seq >= w.kept.first]
 
 
 def _kept_items(w: Window, rows: Sequence[StoredMessage]) -> dict[int, Mapping[str, Any]]:
@@ -75,12 +106,8 @@ def responses_request(
     choice = responses.chat_tool_choice(checked.get("tool_choice"))
     guards = round_trip.budgets_for(h.config, budget)
     room = int(checked.get("max_output_tokens") or 0)
-    w = yield from window(h, strategy, counted, choice, room)
+    w, rows = yield from _window_and_rows(h, strategy, counted, choice, room)
     pk = h.pk
-    rows: list[StoredMessage] = []
-    if w.kept.first is not None and w.kept.last is not None:
-        first, stop = w.kept.first, w.kept.last + 1
-        rows = yield from reading(lambda c: msg_store.read_messages(c, pk, first, stop, None))
     kept = _kept_items(w, rows)
     prompt = w.prompt_tokens + _replayed_reasoning(w, kept)
     features = request_features(w.messages, counted, tool_choice=choice) | {FEATURE}
