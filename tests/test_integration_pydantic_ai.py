@@ -182,8 +182,10 @@ def test_messages_from_elsewhere_are_read_from_their_chat_completions_form(
                 {"role": "user", "content": "Hi"},
                 {"role": "assistant", "content": "Hello.", "tool_calls": [call]},
                 {"role": "tool", "tool_call_id": "c1", "content": "42"},
-            ]
+            ],
+            metadata=[{"pydantic_ai": {"message": {"kind": "not a message"}}}, None, None],
         )
+        # metadata that does not load is passed over: the message is read as stored
         assert without_times(window_messages(conv)) == without_times(
             [
                 ModelRequest(parts=[SystemPromptPart("Be brief.")]),
@@ -194,6 +196,23 @@ def test_messages_from_elsewhere_are_read_from_their_chat_completions_form(
                 ModelRequest(parts=[ToolReturnPart("f", "42", tool_call_id="c1")]),
             ]
         )
+        data = BinaryContent(PNG, media_type="image/png")
+        conv.append(
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "Look"},
+                    {"type": "image_url", "image_url": {"url": data.data_uri}},
+                    {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+                ],
+            }
+        )
+        prompt = window_messages(conv)[-1].parts[0]
+        assert isinstance(prompt, UserPromptPart) and not isinstance(prompt.content, str)
+        assert prompt.content[0] == "Look"
+        assert isinstance(prompt.content[1], BinaryContent) and prompt.content[1].data == PNG
+        assert isinstance(prompt.content[2], BinaryContent)
+        assert prompt.content[2].media_type == "audio/wav" and prompt.content[2].data == b"RIFF"
 
 
 def test_a_legacy_retry_prompt_is_stored_as_what_it_meant(db_url: str, uid: str) -> None:

@@ -267,10 +267,16 @@ def _request_groups(
 
 
 def _stored(metadata: Mapping[str, Any] | None) -> tuple[ModelMessage, bool] | None:
+    """The message kept in the metadata, and whether it continues the request before it; None
+    when there is none, or it does not load (written by another version, or by hand): the
+    stored message is then read from its Chat Completions form."""
     kept = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
     if not isinstance(kept, Mapping) or not isinstance(kept.get("message"), Mapping):
         return None
-    loaded = ModelMessagesTypeAdapter.validate_python([kept["message"]])[0]
+    try:
+        loaded = ModelMessagesTypeAdapter.validate_python([kept["message"]])[0]
+    except ValueError:  # pydantic's ValidationError is one
+        return None
     return loaded, bool(kept.get("continues"))
 
 
@@ -281,6 +287,13 @@ def _text(content: object) -> str:
     return "".join(p.get("text", "") for p in parts if isinstance(p, Mapping))
 
 
+def _data(uri: str) -> UserContent:
+    try:
+        return BinaryContent.from_data_uri(uri)
+    except ValueError:
+        return "[data omitted]"
+
+
 def _user_content(content: object) -> str | list[UserContent]:
     if isinstance(content, str) or not isinstance(content, list):
         return _text(content)
@@ -289,14 +302,13 @@ def _user_content(content: object) -> str | list[UserContent]:
         kind = part.get("type") if isinstance(part, Mapping) else None
         if kind == "image_url":
             url = part["image_url"]["url"]
-            is_data = url.startswith("data:")
-            items.append(BinaryContent.from_data_uri(url) if is_data else ImageUrl(url))
+            items.append(_data(url) if url.startswith("data:") else ImageUrl(url))
         elif kind == "input_audio":
             audio = part["input_audio"]
             media = "audio/wav" if audio.get("format") == "wav" else "audio/mpeg"
             items.append(BinaryContent(base64.b64decode(audio["data"]), media_type=media))
         elif kind == "file" and str(part["file"].get("file_data", "")).startswith("data:"):
-            items.append(BinaryContent.from_data_uri(part["file"]["file_data"]))
+            items.append(_data(part["file"]["file_data"]))
         elif kind == "text":
             items.append(part["text"])
         else:
