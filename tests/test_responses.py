@@ -361,3 +361,27 @@ def test_budgets_reserve_and_shrink_max_output_tokens(
     conv.record(client.responses.create(**kwargs))  # settles the reservation: 1 token spent
     again = conv.responses_request(max_output_tokens=1000, budget=shrink)
     assert again["max_output_tokens"] > 200
+
+
+def test_replies_with_nothing_to_send_back() -> None:
+    cut_while_thinking = responses.parse_response(
+        {
+            "object": "response",
+            "id": "resp_2",
+            "status": "incomplete",
+            "incomplete_details": {"reason": "max_output_tokens"},
+            "output": [{"type": "reasoning", "id": "rs_1", "summary": []}],
+            "usage": {"input_tokens": 3, "output_tokens": 64},
+        }
+    )
+    # a reasoning item without its following item would be refused: it is not kept
+    assert cut_while_thinking.message == {"role": "assistant", "content": ""}
+    assert cut_while_thinking.metadata is None and cut_while_thinking.status == "length"
+    failed = responses.parse_response(
+        {"object": "response", "id": "resp_3", "status": "failed", "output": []}
+    )
+    assert failed.message is None and failed.status == "failed" and failed.usage.estimated
+    refused = [{"role": "assistant", "refusal": "I can't help with that."}]
+    assert responses.input_items(refused) == [
+        {"role": "assistant", "content": "I can't help with that."}
+    ]

@@ -172,7 +172,7 @@ def _content(content: Any) -> Any:
 
 def _assistant_items(msg: Mapping[str, Any], kept: Mapping[str, Any] | None) -> list[Any]:
     """An assistant message as output items, with its kept items back where they were."""
-    text = _text_of(msg.get("content"))
+    text = _text_of(msg.get("content")) or str(msg.get("refusal") or "")
     calls = {str(c.get("id")): c for c in msg.get("tool_calls") or [] if isinstance(c, Mapping)}
 
     def message(item_id: str | None) -> dict[str, Any]:
@@ -374,8 +374,11 @@ def parse_response(response: object) -> Reply:
         extra=extra,
     )
     meta = None
-    if kept_any:
+    said = any(e.get("type") not in _KEPT_KINDS for e in order)
+    if kept_any and said:  # a reasoning item alone (cut off while thinking) cannot be sent back
         meta = {"response_id": data.get("id"), "reasoning_tokens": reasoning, "output": order}
+    if not order and status_value in ("failed", "cancelled"):
+        return Reply(None, status, fields, dropped)  # nothing was said: only the usage is kept
     return Reply(message, status, fields, dropped, meta and {METADATA_KEY: meta})
 
 
