@@ -14,7 +14,9 @@ yet (the new user input, the tool results of the previous step), then hands the 
 chatledger's window of the conversation (``request.override(messages=...)``) instead of the
 state's messages; after the call it stores the model's reply. ``after_agent`` stores what a run
 ends with that no model call saw (a ``return_direct`` tool's result). The graph state itself is
-left as LangChain builds it: only what the model sees changes.
+left as LangChain builds it: only what the model sees changes. When a run failed inside a
+tool, its reply with the calls is already stored; the next run first closes the calls still
+open with a tool message saying no result was recorded, as the API requires.
 
 Each message is stored once. What is stored is recognised by the message ``id`` (LangGraph's
 ``add_messages`` gives every state message one; a reply without one is given one before it
