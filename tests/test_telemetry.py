@@ -9,6 +9,7 @@ not traced.
 
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -306,6 +307,50 @@ def test_metrics_count_tokens_cost_and_window_time(
     conv.window()
     conv.window(cl.TokenBudget(500))
     assert otel.metric("chatledger.window.duration", windows) == before + 2
+
+
+def test_metrics_need_no_sampled_span_and_a_replay_adds_nothing(
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI, otel: Otel
+) -> None:
+    conv = ledger.conversation(uid, model="gpt-4o-mini")
+    conv.append(user("hi"))
+    counted = {
+        "gen_ai.provider.name": "openai",
+        "gen_ai.response.model": "gpt-4o-mini",
+        "gen_ai.token.type": "output",
+    }
+    before = otel.metric("chatledger.usage.tokens", counted)
+    server.queue(Reply(content="hello", usage=Usage(prompt_tokens=9, completion_tokens=11)))
+    completion = client.chat.completions.create(**conv.request())
+    otel.sampler.on = False  # spans dropped (unless a docs page's provider samples them all)
+    conv.record(completion)
+    conv.record(completion)  # the same response: stored once, billed once
+    assert len(conv.usage_records()) == 1
+    assert otel.metric("chatledger.usage.tokens", counted) == before + 11
+
+
+def test_operations_name_their_arguments_as_telemetry_reads_them() -> None:
+    """Spans read an operation's conversation from its arguments: a handle is ``h``, a
+    conversation id ``cid``, an owner ``owner``, a reply's choice ``choice``."""
+    from chatledger import editing, operations
+
+    modules = [operations, editing]
+    try:
+        from chatledger import responses_ops  # type: ignore[attr-defined, unused-ignore]
+
+        modules.append(responses_ops)
+    except ImportError:
+        pass
+    handles = 0
+    for module in modules:
+        for name, fn in vars(module).items():
+            if not inspect.isgeneratorfunction(fn) or fn.__module__ != module.__name__:
+                continue
+            for param in inspect.signature(fn).parameters.values():
+                if param.annotation == "Handle":
+                    assert param.name == "h", f"{module.__name__}.{name}({param.name})"
+                    handles += 1
+    assert handles >= 15  # append, record, window, request, chat, the edits...
 
 
 def test_without_opentelemetry_everything_works(server: FakeOpenAI, tmp_path: Path) -> None:

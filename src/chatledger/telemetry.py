@@ -25,6 +25,7 @@ from importlib import metadata
 from types import TracebackType
 from typing import Any
 
+from chatledger.append_plan import utcnow
 from chatledger.effects import Summarize
 from chatledger.errors import ChatLedgerError
 from chatledger.handle import Handle
@@ -47,6 +48,8 @@ _PUBLIC_NAMES = {
     "usage_totals": "usage",
     "read": "records",
 }
+#: operations whose arguments the metrics need, sampled or not
+_METERED = frozenset({"window", "record", "chat", "regenerate"})
 #: the request parameters that cap a reply, Chat Completions' and the Responses API's
 _LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
@@ -136,18 +139,7 @@ class Telemetry:
         return _Summary(self._instruments, effect)
 
 
-def _identity(op: Generator[Any, Any, Any]) -> tuple[Handle | None, str | None, str | None]:
-    """The operation's handle, conversation id and owner, read from its arguments (a
-    generator not yet started holds exactly those as its locals)."""
-    args = inspect.getgeneratorlocals(op)
-    h = args.get("h")
-    if isinstance(h, Handle):
-        return h, h.id, h.owner
-    cid, owner = args.get("cid"), args.get("owner")
-    return None, cid if isinstance(cid, str) else None, owner if isinstance(owner, str) else None
-
-
-def _count(items: object) -> int:
+def _items(items: object) -> int:
     """How many messages (or Responses input items) a request carries."""
     return len(items) if isinstance(items, list) else int(items is not None)
 
@@ -205,9 +197,22 @@ def _window_attributes(w: Window) -> dict[str, Any]:
 
 
 class _Operation:
-    """One operation's span: opened before it runs, given its outcome when it returns."""
+    """One operation's span: opened before it runs, given its outcome when it returns.
 
-    __slots__ = ("_cm", "_inst", "_name", "_span", "_started", "_telemetry", "h", "op")
+    Metrics do not depend on the span being sampled: the operations that feed them (windows,
+    records, turns) read their arguments whether or not the span records."""
+
+    __slots__ = (
+        "_args",
+        "_cm",
+        "_inst",
+        "_name",
+        "_op",
+        "_since",
+        "_span",
+        "_started",
+        "_telemetry",
+    )
 
     def __init__(
         self,
@@ -216,29 +221,45 @@ class _Operation:
         op: Generator[Any, Any, Any],
         name: str | None,
     ) -> None:
-        self._telemetry, self._inst, self.op = telemetry, inst, op
+        self._telemetry, self._inst = telemetry, inst
         own = getattr(op, "__name__", "operation")
         self._name = name or _PUBLIC_NAMES.get(own, own)
-        self.h: Handle | None = None
-        self._started = 0.0
+        self._args: Mapping[str, Any] = {}
+        if self._name in _METERED:
+            self._args = inspect.getgeneratorlocals(op)
+        self._op = op
+
+    @property
+    def h(self) -> Handle | None:
+        """The conversation the operation works on (None for a ledger's own)."""
+        h = self._args.get("h")
+        return h if isinstance(h, Handle) else None
 
     def __enter__(self) -> _Operation:
         self._span, self._cm = self._inst.open(f"chatledger.{self._name}")
         if self._span.is_recording():
-            h, cid, owner = _identity(self.op)
-            self.h = h
-            attrs: dict[str, Any] = {"chatledger.operation": self._name}
-            if cid is not None:
-                attrs["chatledger.conversation.id"] = cid
-                attrs["gen_ai.conversation.id"] = cid
-            if owner is not None and self._telemetry.include_owner:
-                attrs["chatledger.owner"] = owner
-            if h is not None:
-                attrs["gen_ai.request.model"] = h.model
-            self._span.set_attributes(attrs)
-        if self._name == "window":
-            self._started = time.perf_counter()
+            if not self._args:
+                self._args = inspect.getgeneratorlocals(self._op)
+            self._span.set_attributes(self._identity())
+        self._since = utcnow() if self._name == "record" else None
+        self._started = time.perf_counter()
         return self
+
+    def _identity(self) -> dict[str, Any]:
+        """The conversation id (and the owner, when asked for) and model, from the
+        operation's arguments."""
+        attrs: dict[str, Any] = {"chatledger.operation": self._name}
+        h = self.h
+        cid = h.id if h is not None else self._args.get("cid")
+        owner = h.owner if h is not None else self._args.get("owner")
+        if isinstance(cid, str):
+            attrs["chatledger.conversation.id"] = cid
+            attrs["gen_ai.conversation.id"] = cid
+        if isinstance(owner, str) and self._telemetry.include_owner:
+            attrs["chatledger.owner"] = owner
+        if h is not None:
+            attrs["gen_ai.request.model"] = h.model
+        return attrs
 
     def __exit__(
         self,
@@ -248,7 +269,8 @@ class _Operation:
     ) -> None:
         if self._name == "window":
             seconds = time.perf_counter() - self._started
-            attrs = {} if self.h is None else {"gen_ai.request.model": self.h.model}
+            h = self.h
+            attrs = {} if h is None else {"gen_ai.request.model": h.model}
             if error is not None:
                 attrs["error.type"] = type(error).__qualname__
             self._inst.window_seconds.record(seconds, attrs)
@@ -258,12 +280,16 @@ class _Operation:
             self._cm.__exit__(kind, error, tb)
 
     def finish(self, result: Any) -> Any:
-        """Note what the operation returned (when the span records); returns it unchanged."""
-        if self._span.is_recording():
-            try:
+        """Note what the operation returned; returns it unchanged."""
+        try:
+            if self._span.is_recording():
                 self._describe(result)
-            except Exception:  # pragma: no cover - a bug here must not fail a stored call
-                logger.warning("telemetry: cannot describe %s", self._name, exc_info=True)
+            if self._name in ("record", "chat", "regenerate"):
+                billed = self._billed(result)
+                if billed is not None:
+                    self._meter(billed)
+        except Exception:  # pragma: no cover - a bug here must not fail a stored call
+            logger.warning("telemetry: cannot describe %s", self._name, exc_info=True)
         return result
 
     def _describe(self, result: Any) -> None:
@@ -284,40 +310,44 @@ class _Operation:
                 "gen_ai.provider.name": PROVIDER,
                 "gen_ai.request.model": kwargs.get("model", ""),
                 "chatledger.request.prompt_tokens": prompt,
-                "chatledger.request.messages": _count(kwargs.get("messages", kwargs.get("input"))),
+                "chatledger.request.messages": _items(kwargs.get("messages", kwargs.get("input"))),
                 "chatledger.request.reserved": reservation is not None,
             }
             if isinstance(limit, int):
                 attrs["gen_ai.request.max_tokens"] = limit
             span.set_attributes(attrs)
         elif isinstance(result, Recorded):
-            self._billed(_billed_values(result.usage))
             if result.message is not None:
                 span.set_attribute("chatledger.messages.last_seq", result.message.seq)
         elif name in ("chat", "regenerate"):
-            self._chatted(result)
+            span.set_attributes(
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": PROVIDER,
+                    "chatledger.request.prompt_tokens": result.prompt_tokens,
+                    "chatledger.chat.stream": result.stream,
+                }
+            )
 
-    def _chatted(self, outcome: Any) -> None:
-        """A turn's span: the request's attributes, and its usage when it was recorded in
-        the turn (a stream is recorded, with its own span, when it ends)."""
-        self._span.set_attributes(
-            {
-                "gen_ai.operation.name": "chat",
-                "gen_ai.provider.name": PROVIDER,
-                "chatledger.request.prompt_tokens": outcome.prompt_tokens,
-                "chatledger.chat.stream": outcome.stream,
-            }
-        )
+    def _billed(self, result: Any) -> Mapping[str, Any] | None:
+        """The usage a record or a turn stored, None if it stored none this time (a stream
+        is recorded, with its own span, when it ends; a response recorded again is not
+        billed again)."""
+        if isinstance(result, Recorded):
+            u = result.usage
+            replayed = self._since is not None and u.created_at < self._since
+            return None if replayed else _billed_values(u)
         h = self.h
-        if outcome.stream or h is None:
-            return
-        choice = inspect.getgeneratorlocals(self.op).get("choice", 0)
-        reply = parse_reply(outcome.response, choice, h.counter, outcome.prompt_tokens)
-        self._billed(usage_values(h.config, reply, h.model))
+        if result.stream or h is None:
+            return None
+        choice = self._args.get("choice", 0)
+        reply = parse_reply(result.response, choice, h.counter, result.prompt_tokens)
+        return usage_values(h.config, reply, h.model)
 
-    def _billed(self, v: Mapping[str, Any]) -> None:
+    def _meter(self, v: Mapping[str, Any]) -> None:
         """A recorded reply: its usage on the span, its tokens and cost on the counters."""
-        self._span.set_attributes(_usage_attributes(v))
+        if self._span.is_recording():
+            self._span.set_attributes(_usage_attributes(v))
         base = {"gen_ai.provider.name": PROVIDER, "gen_ai.response.model": v["model"]}
         tokens = self._inst.tokens
         tokens.add(v["prompt_tokens"], {**base, "gen_ai.token.type": "input"})
