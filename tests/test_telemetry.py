@@ -329,6 +329,27 @@ def test_metrics_need_no_sampled_span_and_a_replay_adds_nothing(
     assert otel.metric("chatledger.usage.tokens", counted) == before + 11
 
 
+def test_a_streamed_turn_is_billed_when_the_stream_ends(
+    ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI, otel: Otel
+) -> None:
+    conv = ledger.conversation(uid, model="gpt-4o-mini")
+    server.queue(
+        Reply(content="a streamed reply", usage=Usage(prompt_tokens=8, completion_tokens=3))
+    )
+    recorder = conv.chat(client, "hi", stream=True, stream_options={"include_usage": True})
+    chat = otel.span("chatledger.chat").attributes or {}
+    assert chat["chatledger.chat.stream"] is True
+    assert "gen_ai.usage.output_tokens" not in chat  # not recorded yet
+    assert otel.spans("chatledger.record") == []
+    with recorder as chunks:
+        for _ in chunks:
+            pass
+    record = otel.span("chatledger.record").attributes or {}
+    assert record["gen_ai.usage.input_tokens"] == 8
+    assert record["gen_ai.usage.output_tokens"] == 3
+    assert record["chatledger.conversation.id"] == uid
+
+
 def test_operations_name_their_arguments_as_telemetry_reads_them() -> None:
     """Spans read an operation's conversation from its arguments: a handle is ``h``, a
     conversation id ``cid``, an owner ``owner``, a reply's choice ``choice``."""
