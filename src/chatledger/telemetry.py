@@ -6,8 +6,13 @@ Spans and instruments come from the *global* tracer and meter providers: configu
 OpenTelemetry SDK as usual and chatledger reports into it, with no setup call of its own.
 
 Without ``opentelemetry-api`` nothing is imported again after the first try and a call costs
-one attribute check. Without an SDK the API's no-op spans are started and nothing is read:
-attributes are computed only for a span that records.
+one attribute check. Without an SDK the API's no-op spans are started and not made current:
+span attributes are computed only for a span that records (the counters' figures are read
+for records and turns, which the meter provider may want although no span is sampled).
+
+A span reads the conversation from the operation's arguments (a generator not yet started
+holds exactly those as its locals): the handle is ``h``, a ledger's conversation id ``cid``
+and its owner ``owner`` (``tests/test_telemetry.py`` checks the operations keep to that).
 
 Owners are often e-mail addresses or customer ids, so they are never emitted unless a ledger
 is given ``telemetry=Telemetry(include_owner=True)``; the conversation id always is.
@@ -115,12 +120,20 @@ class Telemetry:
     data (an e-mail, a customer id), which traces should not carry unless asked to.
     """
 
-    __slots__ = ("_instruments", "enabled", "include_owner")
+    __slots__ = ("_enabled", "_include_owner", "_instruments")
 
     def __init__(self, *, enabled: bool = True, include_owner: bool = False) -> None:
-        self.enabled = bool(enabled)
-        self.include_owner = bool(include_owner)
-        self._instruments = _instruments() if self.enabled else None
+        self._enabled = bool(enabled)
+        self._include_owner = bool(include_owner)
+        self._instruments = _instruments() if self._enabled else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._enabled
+
+    @property
+    def include_owner(self) -> bool:
+        return self._include_owner
 
     def __repr__(self) -> str:
         return f"Telemetry(enabled={self.enabled}, include_owner={self.include_owner})"
