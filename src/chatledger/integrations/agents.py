@@ -1,7 +1,6 @@
 """OpenAI Agents SDK session memory stored in chatledger.
 
-:class:`ChatledgerSession` implements the SDK's ``Session`` protocol over an
-:class:`~chatledger.AsyncLedger` conversation::
+:class:`ChatledgerSession` implements the SDK's ``Session`` over an ``AsyncLedger`` conversation::
 
     from chatledger.integrations.agents import ChatledgerSession
 
@@ -29,8 +28,7 @@ that failed inside a tool), the calls are first closed with a tool message sayin
 was recorded, as the API requires; those messages carry no items, so ``get_items`` does not
 show them. A batch that starts with tool calls while the newest message is an assistant
 message whose calls all wait for outputs joins that message instead (one message, as the SDK
-sends it). Storing the items doubles the stored size of each message: the price of exact
-round trips.
+sends it). Storing the items doubles each message's stored size: the price of exact round trips.
 
 ``pop_item`` removes one item at a time, the newest as ``get_items`` shows it, like the SDK's
 own sessions. One stored message may hold several items (a reply's text and its calls), so
@@ -38,8 +36,7 @@ popping removes that message, with any item-less closers after it, and stores it
 again in its place, in one transaction under the conversation lock: a concurrent writer sees
 the message before or after, never without it. Popping a tool output re-opens its call; adding
 the popped item back restores the same messages. ``clear_session`` removes every message and
-keeps the conversation (id, owner, model, metadata, usage records).
-"""
+keeps the conversation (id, owner, model, metadata, usage records)."""
 
 from __future__ import annotations
 
