@@ -36,25 +36,6 @@ _W_SUMMARY = (
     .order_by(summaries.c.upto_seq.desc(), summaries.c.pk.desc())
     .limit(1)
 )
-# the budget's cut point: one step down the (conversation_pk, cum_tokens) index
-_W_FLOOR_TOKENS = (
-    select(_m.seq, _m.round_seq)
-    .where(_m.conversation_pk == bindparam("p_pk"), _m.cum_tokens >= bindparam("p_threshold"))
-    .order_by(_m.cum_tokens)
-    .limit(1)
-)
-_W_FLOOR_ROUNDS = (
-    select(_m.seq)
-    .where(
-        _m.conversation_pk == bindparam("p_pk"),
-        _m.role == "user",
-        _m.seq > bindparam("p_prefix"),
-        _m.seq <= bindparam("p_last"),
-    )
-    .order_by(_m.seq.desc())
-    .limit(1)
-    .offset(bindparam("p_offset"))
-)
 # the prefix and the newest rows, in one statement (two primary-key ranges)
 _W_ROWS = union_all(
     select(*MESSAGE_COLUMNS).where(
@@ -75,6 +56,35 @@ _W_META = (
     )
     .order_by(_m.seq)
 )
+# the conversation row with the budget's cut point (round and seq of the first row whose running
+# total reaches total - lookback tokens) and the n-th newest round, in the row's own read: one
+# statement fewer than reading them after it
+_FIRST_AT_TOKENS = (
+    select(_m.round_seq)
+    .where(_m.conversation_pk == _c.pk, _m.cum_tokens >= _c.token_total - bindparam("p_tokens"))
+    .order_by(_m.cum_tokens)
+    .limit(1)
+    .scalar_subquery()
+)
+_NTH_ROUND = (
+    select(_m.seq)
+    .where(
+        _m.conversation_pk == _c.pk,
+        _m.role == "user",
+        _m.seq > _c.prefix_seq,
+        _m.seq <= _c.last_seq,
+    )
+    .order_by(_m.seq.desc())
+    .limit(1)
+    .offset(bindparam("p_offset"))
+    .scalar_subquery()
+)
+_W_CONV_TOKENS = select(*CONVERSATION_COLUMNS, _FIRST_AT_TOKENS).where(_c.pk == bindparam("p_pk"))
+_W_CONV_ROUNDS = select(*CONVERSATION_COLUMNS, _NTH_ROUND).where(_c.pk == bindparam("p_pk"))
+_W_CONV_BOTH = select(*CONVERSATION_COLUMNS, _FIRST_AT_TOKENS, _NTH_ROUND).where(
+    _c.pk == bindparam("p_pk")
+)
+_N_CONV = len(CONVERSATION_COLUMNS)
 _W_CUM_AT = select(_m.cum_tokens).where(
     _m.conversation_pk == bindparam("p_pk"), _m.seq == bindparam("p_seq")
 )
@@ -91,13 +101,25 @@ def window_snapshot(
     metadata (seq, role, tokens, round), as far back as ``lookback`` reaches and no further.
 
     With a bounded lookback the newest rows come with their content, so the window costs
-    three statements (four with a summary): the conversation row, the cut point, the rows.
+    two statements (three with a summary): the conversation row with the cut point (scalar
+    subqueries on the row's own totals), then the rows.
     """
     codec = codec_of(conn)
-    row = conn.execute(_W_CONV, {"p_pk": pk}).first()
+    tokens = lookback.tokens if lookback is not None else None
+    rounds = lookback.rounds if lookback is not None else None
+    if tokens is not None and rounds is not None:
+        row = conn.execute(
+            _W_CONV_BOTH, {"p_pk": pk, "p_tokens": tokens, "p_offset": rounds - 1}
+        ).first()
+    elif tokens is not None:
+        row = conn.execute(_W_CONV_TOKENS, {"p_pk": pk, "p_tokens": tokens}).first()
+    elif rounds is not None:
+        row = conn.execute(_W_CONV_ROUNDS, {"p_pk": pk, "p_offset": rounds - 1}).first()
+    else:
+        row = conn.execute(_W_CONV, {"p_pk": pk}).first()
     if row is None:
         raise ConversationNotFoundError(shown_as)
-    loaded = to_loaded(row, codec)
+    loaded = to_loaded(row[:_N_CONV], codec)
     info = loaded.info
     last, prefix_seq, total = info.last_seq, info.prefix_seq, info.token_total
     params: dict[str, Any] = {"p_pk": pk, "p_last": last, "p_prefix": prefix_seq}
@@ -112,22 +134,18 @@ def window_snapshot(
     floor = prefix_seq + 1
     if lookback is not None and last > prefix_seq:
         floors: list[int] = []
-        if lookback.tokens is not None:
-            j = conn.execute(
-                _W_FLOOR_TOKENS, {"p_pk": pk, "p_threshold": total - lookback.tokens}
-            ).first()
-            reads += 1
-            if j is not None:
-                floors.append(j.round_seq if j.round_seq > prefix_seq else floor)
+        extra = list(row[_N_CONV:])
+        if tokens is not None:
+            round_seq = extra.pop(0)
+            if round_seq is not None:
+                floors.append(round_seq if round_seq > prefix_seq else floor)
             else:
                 floors.append(last + 1)
-        if lookback.rounds is not None:
-            nth = conn.execute(
-                _W_FLOOR_ROUNDS, {**params, "p_offset": lookback.rounds - 1}
-            ).scalar()
-            reads += 1
+        if rounds is not None:
+            nth = extra.pop(0)
             floors.append(floor if nth is None else nth)
-        floor = max(floor, min(floors))
+        if floors:
+            floor = max(floor, min(floors))
 
     rows: list[Any] | None = None
     if lookback is not None:
