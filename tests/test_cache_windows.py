@@ -316,3 +316,19 @@ def test_cache_hits_through_the_sdk(
         shares[name] = sum(r.cached_tokens > 0 for r in trimmed) / len(trimmed)
     assert shares["stable"] >= 0.7
     assert shares["plain"] <= 0.2
+
+
+def test_a_refused_request_remembers_nothing(ledger: AnyLedger) -> None:
+    """The start is stored only once a request passed every check: a budget refusal writes
+    nothing, not even this hint."""
+    conv = ledger.conversation(uuid.uuid4().hex, model="gpt-4o")
+    conv.extend(
+        [{"role": "user", "content": "q " * 50}, {"role": "assistant", "content": "a " * 50}] * 5
+    )
+    conv.append({"role": "user", "content": "next"})
+    stable = cl.StablePrefix(cl.TokenBudget(300))
+    with pytest.raises(cl.BudgetExceededError):
+        conv.request(stable, budget=cl.Budget(tokens=10), max_tokens=10)
+    assert conv.refresh().window_start is None
+    conv.request(stable)
+    assert conv.refresh().window_start == conv.window(stable, explain=True).kept.first

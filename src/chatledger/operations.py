@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
-from chatledger import round_trip, spending
+from chatledger import round_trip, spending, window_start
 from chatledger.config import LedgerConfig, check_id, dump_json
 from chatledger.drift import Drift, summarize
 from chatledger.effects import Op, Send, Summarize, reading, writing
@@ -354,14 +354,10 @@ def request(
     validate_params(checked, messages=w.messages)
     choice = checked.get("tool_choice")
     h.sent = (w.prompt_tokens, request_features(w.messages, tools, tool_choice=choice))
-    start = w.kept.first or h.info.last_seq + 1
-    if w.anchored and start != h.info.window_start:
-        pk = h.pk
-        yield from writing(lambda c: conv_store.set_window_start(c, pk, start))
-        h.remember_window_start(start)
     rid = None
     if guards:
         checked, rid = yield from spending.reserve(h, guards, checked, w.prompt_tokens, room)
+    yield from window_start.remember(h, w)
     return {**checked, "messages": w.messages}, w.prompt_tokens, rid
 
 

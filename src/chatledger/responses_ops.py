@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from chatledger import responses, round_trip, spending
-from chatledger.effects import Op, writing
+from chatledger import responses, round_trip, spending, window_start
+from chatledger.effects import Op
 from chatledger.handle import Handle
 from chatledger.operations import window
 from chatledger.params import conversation_cache_key
 from chatledger.rows import Snapshot, StoredMessage
-from chatledger.store import conversations as conv_store
 from chatledger.tokens import request_features
 from chatledger.window import StrategyArg, Window
 
@@ -107,15 +106,10 @@ def responses_request(
     guards = round_trip.budgets_for(h.config, budget)
     room = int(checked.get("max_output_tokens") or 0)
     w, rows = yield from _window_and_rows(h, strategy, counted, choice, room)
-    pk = h.pk
     kept = _kept_items(w, rows)
     prompt = w.prompt_tokens + _replayed_reasoning(w, kept)
     features = request_features(w.messages, counted, tool_choice=choice) | {FEATURE}
     h.sent = (prompt, features)
-    start = w.kept.first or h.info.last_seq + 1
-    if w.anchored and start != h.info.window_start:
-        yield from writing(lambda c: conv_store.set_window_start(c, pk, start))
-        h.remember_window_start(start)
     rid = None
     if guards:
         asked = {"model": h.model, "max_completion_tokens": room}
@@ -123,6 +117,7 @@ def responses_request(
         cap = allowed.get("max_completion_tokens", allowed.get("max_tokens", room))
         if cap < room:
             checked["max_output_tokens"] = cap
+    yield from window_start.remember(h, w)
     out: dict[str, Any] = {"model": h.model, **checked}
     messages: Sequence[Mapping[str, Any]] = w.messages
     if instructions and w.prefix.count:
