@@ -23,7 +23,8 @@ from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 
 import chatledger as cl
-from chatledger.integrations.langchain_agents import UNANSWERED, ChatledgerMiddleware
+from chatledger.integrations.langchain_agents import ChatledgerMiddleware
+from chatledger.integrations.window_pairs import UNANSWERED
 
 
 @tool

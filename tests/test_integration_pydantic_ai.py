@@ -44,7 +44,6 @@ from pydantic_ai.usage import RequestUsage
 
 import chatledger as cl
 from chatledger.integrations.pydantic_ai import (
-    UNANSWERED,
     ChatledgerHistory,
     astore_messages,
     awindow_messages,
@@ -54,6 +53,7 @@ from chatledger.integrations.pydantic_ai import (
     to_openai,
     window_messages,
 )
+from chatledger.integrations.window_pairs import UNANSWERED
 
 PNG = (
     b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x02\x00\x00\x00"

@@ -58,15 +58,18 @@ except ImportError as exc:  # the adapter needs the framework it adapts
 
 from chatledger.conversation import AsyncConversation
 from chatledger.effects import Op, writing
-from chatledger.errors import PendingToolCallsError
 from chatledger.handle import Handle
+from chatledger.integrations.window_pairs import (
+    UNANSWERED,
+    awindow_pairs,
+    stored_pairs,
+)
 from chatledger.ledger import AsyncLedger
 from chatledger.rows import Loaded, StoredMessage
 from chatledger.store import conversations as conv_store
 from chatledger.store import history
 from chatledger.store import messages as msg_store
 from chatledger.strategies import Strategy
-from chatledger.window import Window
 
 if TYPE_CHECKING:
     from agents.memory import Session
@@ -74,7 +77,6 @@ if TYPE_CHECKING:
 __all__ = ["ChatledgerSession", "items_to_messages", "messages_to_items"]
 
 META_KEY = "openai_agents"
-UNANSWERED = "[no result was recorded for this tool call]"
 OMITTED_OUTPUT = "[tool output omitted]"  # the Agents SDK's own placeholder
 FAKE_ID = "__fake_id__"  # the Agents SDK's id for items with no provider id
 
@@ -84,7 +86,6 @@ _IMAGE_DETAILS = ("auto", "low", "high")
 StrategyArg = Strategy | Sequence[Strategy] | None
 Item = dict[str, Any]
 Stored = tuple[dict[str, Any], dict[str, Any]]  # a message and its metadata
-Pair = tuple[dict[str, Any], dict[str, Any] | None]  # a stored message and its metadata
 Records = Sequence[tuple[Mapping[str, Any], Mapping[str, Any] | None]]
 
 
@@ -390,24 +391,6 @@ def messages_to_items(records: Records) -> list[Item]:
     return [item for items in _items_per_message(records) for item in items]
 
 
-def _pairs(records: Sequence[StoredMessage]) -> list[Pair]:
-    return [(r.message, r.metadata) for r in records]
-
-
-async def _window_pairs(conv: AsyncConversation, strategy: StrategyArg) -> list[Pair]:
-    """A window with each message's metadata (``Window.rows``)."""
-    try:
-        w: Window = await conv.window(strategy, explain=True)
-    except PendingToolCallsError:
-        # no window while tool calls are open: the prefix and the round they are in (the
-        # SDK drops calls without outputs from what it sends)
-        info = conv.info
-        opened = await conv.records(stop=info.prefix_seq + 1) if info.prefix_seq else []
-        tail = await conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
-        return _pairs([*opened, *tail])
-    return [(m, r.metadata if r is not None else None) for m, r in w.rows()]
-
-
 # --- rewriting the newest messages: operations run by the conversation's own driver, each one
 # transaction under the lock every append and edit takes, so no writer slips into the middle
 
@@ -438,7 +421,7 @@ def _pop_item(h: Handle) -> Op[Item | None]:
         n = 4
         while True:  # the closers hold no item: read further back only past them
             records = msg_store.read_messages(c, h.pk, None, None, n, newest=True)
-            per = _items_per_message(_pairs(records))
+            per = _items_per_message(stored_pairs(records))
             holding = [i for i, items in enumerate(per) if items]
             if holding or len(records) < n:
                 break
@@ -471,7 +454,7 @@ def _add_joining(h: Handle, items: Sequence[Item]) -> Op[None]:
         row = conv_store.load_conversation(c, h.pk, h.id).info
         newest = msg_store.read_messages(c, h.pk, None, None, 1, newest=True)
         if newest and _joins(newest[0], row.pending_tool_calls, items):
-            (kept,) = _items_per_message(_pairs(newest))
+            (kept,) = _items_per_message(stored_pairs(newest))
             return _replace_after(c, h, newest[0].seq - 1, [*kept, *items])
         return _replace_after(c, h, row.last_seq, items)
 
@@ -543,9 +526,9 @@ class ChatledgerSession:
             limit = self.session_settings.limit
         if limit is None:
             if self.strategy is None:
-                pairs = _pairs(await conv.records())
+                pairs = stored_pairs(await conv.records())
             else:
-                pairs = await _window_pairs(conv, self.strategy)
+                pairs = await awindow_pairs(conv, self.strategy)
             return cast(list[TResponseInputItem], messages_to_items(pairs))
         if limit <= 0:
             return []
@@ -554,7 +537,7 @@ class ChatledgerSession:
         n = limit
         while True:
             records = await conv.last(n)
-            items = messages_to_items(_pairs(records))
+            items = messages_to_items(stored_pairs(records))
             if len(items) >= limit or len(records) < n:
                 return cast(list[TResponseInputItem], items[-limit:])
             n *= 2

@@ -53,7 +53,7 @@ except ImportError as exc:  # the adapter needs the framework it adapts
     ) from None
 
 from chatledger.conversation import AsyncConversation, Conversation
-from chatledger.errors import PendingToolCallsError
+from chatledger.integrations.window_pairs import awindow_pairs, stored_pairs, window_pairs
 from chatledger.ledger import AsyncLedger, Ledger
 from chatledger.rows import ConversationInfo
 from chatledger.strategies import Strategy
@@ -71,7 +71,6 @@ _DROPPED_ASSISTANT_BLOCKS = frozenset(
 _MISSING = object()
 
 StrategyArg = Strategy | Sequence[Strategy] | None
-Pair = tuple[dict[str, Any], Mapping[str, Any] | None]
 
 
 def to_openai(message: BaseMessage) -> tuple[dict[str, Any], dict[str, Any] | None]:
@@ -142,31 +141,6 @@ def from_openai(message: Mapping[str, Any], metadata: Mapping[str, Any] | None) 
             base = messages_from_dict([{"type": kind, "data": data}])[0]
     known = type(base).model_fields
     return base.model_copy(update={k: v for k, v in fields.items() if k in known})
-
-
-def _window_pairs(conv: Conversation, strategy: StrategyArg) -> list[Pair]:
-    """A window with each message's metadata (``Window.rows``)."""
-    try:
-        w = conv.window(strategy, explain=True)
-    except PendingToolCallsError:
-        # no window while tool calls are open: the prefix and the round they are in
-        info = conv.info
-        opened = conv.records(stop=info.prefix_seq + 1) if info.prefix_seq else []
-        tail = conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
-        return [(r.message, r.metadata) for r in (*opened, *tail)]
-    return [(m, r.metadata if r is not None else None) for m, r in w.rows()]
-
-
-async def _awindow_pairs(conv: AsyncConversation, strategy: StrategyArg) -> list[Pair]:
-    """The async twin of :func:`_window_pairs`."""
-    try:
-        w = await conv.window(strategy, explain=True)
-    except PendingToolCallsError:
-        info = conv.info
-        opened = await conv.records(stop=info.prefix_seq + 1) if info.prefix_seq else []
-        tail = await conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
-        return [(r.message, r.metadata) for r in (*opened, *tail)]
-    return [(m, r.metadata if r is not None else None) for m, r in w.rows()]
 
 
 class ChatledgerHistory(BaseChatMessageHistory):
@@ -247,9 +221,9 @@ class ChatledgerHistory(BaseChatMessageHistory):
         """The stored history, or the strategy's window of it, oldest first."""
         conv = self.conversation()
         if self.strategy is None:
-            pairs: list[Pair] = [(r.message, r.metadata) for r in conv.records()]
+            pairs = stored_pairs(conv.records())
         else:
-            pairs = _window_pairs(conv, self.strategy)
+            pairs = window_pairs(conv, self.strategy)
         return [from_openai(m, meta) for m, meta in pairs]
 
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
@@ -275,9 +249,9 @@ class ChatledgerHistory(BaseChatMessageHistory):
             return await asyncio.to_thread(lambda: self.messages)
         conv = await self.aconversation()
         if self.strategy is None:
-            pairs: list[Pair] = [(r.message, r.metadata) for r in await conv.records()]
+            pairs = stored_pairs(await conv.records())
         else:
-            pairs = await _awindow_pairs(conv, self.strategy)
+            pairs = await awindow_pairs(conv, self.strategy)
         return [from_openai(m, meta) for m, meta in pairs]
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:

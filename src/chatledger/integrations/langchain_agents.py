@@ -49,36 +49,19 @@ from chatledger.conversation import AsyncConversation, Conversation
 from chatledger.integrations.langchain import (
     META_KEY,
     StrategyArg,
-    _awindow_pairs,
-    _window_pairs,
     from_openai,
     to_openai,
+)
+from chatledger.integrations.window_pairs import (
+    awindow_pairs,
+    close_unanswered,
+    window_pairs,
 )
 from chatledger.rows import StoredMessage
 
 __all__ = ["ChatledgerMiddleware"]
 
 ModelResult = ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]
-Pair = tuple[dict[str, Any], dict[str, Any] | None]
-UNANSWERED = "[no result was recorded for this tool call]"  # as the Agents SDK session says
-
-
-def _close_unanswered(pending: Sequence[str], pairs: list[Pair]) -> list[Pair]:
-    """``pairs`` with tool messages closing the calls still open (a run that failed inside a
-    tool) ahead of the first message that is not a tool result, as the API requires; the
-    closers carry no metadata, so the framework reads them as plain tool results."""
-    lead = 0
-    while lead < len(pairs) and pairs[lead][0].get("role") == "tool":
-        lead += 1
-    if not pending or lead == len(pairs):
-        return pairs
-    answered = {m.get("tool_call_id") for m, _ in pairs[:lead]}
-    closers: list[Pair] = [
-        ({"role": "tool", "tool_call_id": c, "content": UNANSWERED}, None)
-        for c in pending
-        if c not in answered
-    ]
-    return [*pairs[:lead], *closers, *pairs[lead:]]
 
 
 def _stored_id(record: StoredMessage) -> str | None:
@@ -179,7 +162,7 @@ class ChatledgerMiddleware(AgentMiddleware):
             self._remember(conv.records(start=max(1, info.last_seq - len(messages) + 1)))
             new = self._unstored(messages) or []
         if new:
-            pairs = _close_unanswered(conv.info.pending_tool_calls, [to_openai(m) for m in new])
+            pairs = close_unanswered(conv.info.pending_tool_calls, [to_openai(m) for m in new])
             conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
             self._remember_ids(new)
 
@@ -194,7 +177,7 @@ class ChatledgerMiddleware(AgentMiddleware):
             self._remember(await conv.records(start=max(1, info.last_seq - len(messages) + 1)))
             new = self._unstored(messages) or []
         if new:
-            pairs = _close_unanswered(conv.info.pending_tool_calls, [to_openai(m) for m in new])
+            pairs = close_unanswered(conv.info.pending_tool_calls, [to_openai(m) for m in new])
             await conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
             self._remember_ids(new)
 
@@ -204,14 +187,14 @@ class ChatledgerMiddleware(AgentMiddleware):
     # --- the window -------------------------------------------------------------------------
 
     def _window(self) -> list[AnyMessage]:
-        pairs = _window_pairs(self._sync_conv("a sync agent"), self.strategy)
+        pairs = window_pairs(self._sync_conv("a sync agent"), self.strategy)
         return [cast(AnyMessage, from_openai(m, meta)) for m, meta in pairs]
 
     async def _awindow(self) -> list[AnyMessage]:
         conv = self.conversation
         if not isinstance(conv, AsyncConversation):
             return await asyncio.to_thread(self._window)
-        pairs = await _awindow_pairs(conv, self.strategy)
+        pairs = await awindow_pairs(conv, self.strategy)
         return [cast(AnyMessage, from_openai(m, meta)) for m, meta in pairs]
 
     # --- hooks ------------------------------------------------------------------------------

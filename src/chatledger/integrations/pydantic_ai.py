@@ -79,7 +79,12 @@ except ImportError as exc:  # the adapter needs the framework it adapts
     ) from None
 
 from chatledger.conversation import AsyncConversation, Conversation
-from chatledger.errors import PendingToolCallsError
+from chatledger.integrations.window_pairs import (
+    Pair,
+    awindow_pairs,
+    close_unanswered,
+    window_pairs,
+)
 from chatledger.strategies import Strategy
 
 __all__ = [
@@ -94,7 +99,6 @@ __all__ = [
 ]
 
 META_KEY = "pydantic_ai"
-UNANSWERED = "[no result was recorded for this tool call]"  # as the Agents SDK session says
 TEXT_SEPARATOR = "\n\n"  # how Pydantic AI's OpenAI model joins a reply's text parts
 _AUDIO_FORMATS = {"audio/wav": "wav", "audio/x-wav": "wav", "audio/mpeg": "mp3", "audio/mp3": "mp3"}
 
@@ -108,7 +112,6 @@ _RECORDS = (
 )
 
 StrategyArg = Strategy | Sequence[Strategy] | None
-Pair = tuple[dict[str, Any], dict[str, Any] | None]
 
 
 # --- ModelMessages -> Chat Completions ----------------------------------------------------------
@@ -372,77 +375,31 @@ def from_openai(
     return out
 
 
-def _close_unanswered(pending: Sequence[str], pairs: list[Pair]) -> list[Pair]:
-    """``pairs`` with tool messages closing the calls still open (a run that failed inside a
-    tool) ahead of the first message that is not a tool result, as the API requires; the
-    closers carry no metadata, so the framework reads them as plain tool results."""
-    lead = 0
-    while lead < len(pairs) and pairs[lead][0].get("role") == "tool":
-        lead += 1
-    if not pending or lead == len(pairs):
-        return pairs
-    answered = {m.get("tool_call_id") for m, _ in pairs[:lead]}
-    closers: list[Pair] = [
-        ({"role": "tool", "tool_call_id": c, "content": UNANSWERED}, None)
-        for c in pending
-        if c not in answered
-    ]
-    return [*pairs[:lead], *closers, *pairs[lead:]]
-
-
-# --- windows and storage ------------------------------------------------------------------------
-
-
-def _window_pairs(conv: Conversation, strategy: StrategyArg) -> list[Pair]:
-    """A window with each message's metadata; while tool calls wait for results (a deferred
-    tool), the pinned prefix and the round they are in."""
-    try:
-        w = conv.window(strategy, explain=True)
-    except PendingToolCallsError:
-        info = conv.info
-        opened = conv.records(stop=info.prefix_seq + 1) if info.prefix_seq else []
-        tail = conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
-        return [(r.message, r.metadata) for r in (*opened, *tail)]
-    return [(m, r.metadata if r is not None else None) for m, r in w.rows()]
-
-
-async def _awindow_pairs(conv: AsyncConversation, strategy: StrategyArg) -> list[Pair]:
-    """The async twin of :func:`_window_pairs`."""
-    try:
-        w = await conv.window(strategy, explain=True)
-    except PendingToolCallsError:
-        info = conv.info
-        opened = await conv.records(stop=info.prefix_seq + 1) if info.prefix_seq else []
-        tail = await conv.records(start=max(info.last_round_seq, info.prefix_seq + 1))
-        return [(r.message, r.metadata) for r in (*opened, *tail)]
-    return [(m, r.metadata if r is not None else None) for m, r in w.rows()]
-
-
 def window_messages(conv: Conversation, strategy: StrategyArg = None) -> list[ModelMessage]:
     """The conversation's window (the whole history without a strategy) as Pydantic AI
     messages, for ``message_history``."""
-    return from_openai(_window_pairs(conv, strategy))
+    return from_openai(window_pairs(conv, strategy))
 
 
 async def awindow_messages(
     conv: AsyncConversation, strategy: StrategyArg = None
 ) -> list[ModelMessage]:
     """The async twin of :func:`window_messages`."""
-    return from_openai(await _awindow_pairs(conv, strategy))
+    return from_openai(await awindow_pairs(conv, strategy))
 
 
 def store_messages(conv: Conversation, messages: Sequence[ModelMessage]) -> None:
     """Store Pydantic AI messages (``result.new_messages()``) atomically: all, in order, or
     none. Tool calls a failed run left open are first closed with a tool message saying no
     result was recorded."""
-    pairs = _close_unanswered(conv.info.pending_tool_calls, to_openai(messages))
+    pairs = close_unanswered(conv.info.pending_tool_calls, to_openai(messages))
     if pairs:
         conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
 
 
 async def astore_messages(conv: AsyncConversation, messages: Sequence[ModelMessage]) -> None:
     """The async twin of :func:`store_messages`."""
-    pairs = _close_unanswered(conv.info.pending_tool_calls, to_openai(messages))
+    pairs = close_unanswered(conv.info.pending_tool_calls, to_openai(messages))
     if pairs:
         await conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
 
