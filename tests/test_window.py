@@ -315,3 +315,55 @@ def test_window_rows_pair_each_message_with_its_record(conv: AnyConversation) ->
     assert [m for m, _ in rows] == w.messages
     assert [r for _, r in rows].count(None) == (1 if w.summary and not w.summary_dropped else 0)
     assert all(r.message == m for m, r in rows if r is not None)
+
+
+def test_strategy_kinds_agree_with_runtime_protocol_checks() -> None:
+    """The window's cheap kind check answers as ``isinstance`` on the protocols does, for the
+    built-ins, user classes and things that are not strategies at all."""
+    from chatledger import window as w
+
+    kinds = [
+        (w.Strategy, w.is_strategy),
+        (w.Folding, w.is_folding),
+        (w.Budgeted, w.is_budgeted),
+        (w.Around, w.is_around),
+        (w.Rewriting, w.is_rewriting),
+    ]
+
+    class Partial:
+        def lookback(self) -> Lookback:
+            return Lookback()
+
+    class FoldsWithoutTimeout:
+        summarizer = staticmethod(lambda p, m: "")
+
+        def lookback(self) -> Lookback:
+            return Lookback()
+
+        def apply(self, view: WindowView) -> int:
+            return view.start
+
+        def fold(self, view: WindowView) -> None:
+            return None
+
+        def summary_message(self, text: str) -> dict[str, Any]:
+            return {"role": "system", "content": text}
+
+    candidates: list[object] = [
+        cl.LastRounds(2),
+        cl.TokenBudget(500),
+        cl.Summarize(lambda p, m: "", trigger=100, keep=50),
+        cl.StablePrefix(cl.TokenBudget(500)),
+        cl.ClearToolResults(keep=1),
+        Partial(),
+        FoldsWithoutTimeout(),
+        object(),
+        "TokenBudget",
+        None,
+    ]
+    checked = 0
+    for obj in candidates:
+        for kind, is_kind in kinds:
+            assert is_kind(obj) == isinstance(obj, kind), (obj, kind)
+            checked += is_kind(obj)
+    assert checked >= 9  # every built-in is at least a Strategy, and each has its own kind

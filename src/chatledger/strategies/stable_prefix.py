@@ -9,9 +9,7 @@ from collections.abc import Sequence
 from chatledger.errors import ChatLedgerError, InvalidArgumentError
 from chatledger.rows import Lookback
 from chatledger.window import (
-    Around,
     Cut,
-    Folding,
     Strategy,
     StrategyArg,
     WindowView,
@@ -19,6 +17,8 @@ from chatledger.window import (
     chain_of,
     combined_lookback,
     flatten,
+    is_around,
+    is_folding,
 )
 
 __all__ = ["StablePrefix"]
@@ -72,7 +72,7 @@ class StablePrefix:
         scratch = copy.copy(view)
         try:
             for s in flatten(self.inner):
-                if isinstance(s, (Folding, Around)):
+                if is_folding(s) or is_around(s):
                     continue  # folds wait for a re-plan; nested wrappers are not re-run
                 answer = s.apply(scratch)
                 cut = answer if isinstance(answer, Cut) else Cut(int(answer))
