@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Iterator, Sequence
+from itertools import islice
 from typing import Any
 
 import pytest
@@ -15,12 +16,14 @@ from pydantic import Field
 pytest.importorskip("langchain.agents")
 
 from langchain.agents import create_agent
+from langchain.agents.middleware import HumanInTheLoopMiddleware
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatResult
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.types import Command
 
 import chatledger as cl
 from chatledger.integrations.langchain_agents import ChatledgerMiddleware
@@ -234,3 +237,75 @@ def test_a_run_that_failed_inside_a_tool_is_closed_by_the_next(db_url: str, uid:
         cl.validate_messages(stored)
         assert [m["role"] for m in stored] == ["user", "assistant", "tool", "user", "assistant"]
         assert stored[2] == {"role": "tool", "tool_call_id": "c1", "content": UNANSWERED}
+
+
+def test_a_human_in_the_loop_interrupt_is_resumed_into_one_history(db_url: str, uid: str) -> None:
+    with cl.Ledger(db_url) as ledger:
+        conv = ledger.conversation(uid, model="gpt-4o")
+        model = model_for(1)
+        agent = create_agent(
+            model,
+            [get_weather],
+            middleware=[
+                ChatledgerMiddleware(conv),
+                HumanInTheLoopMiddleware({"get_weather": True}),
+            ],
+            checkpointer=InMemorySaver(),
+        )
+        config: Any = {"configurable": {"thread_id": uid}}
+        paused = agent.invoke({"messages": [HumanMessage("Weather in City0?")]}, config)
+        assert "__interrupt__" in paused
+        assert conv.info.pending_tool_calls == ("call_0",)  # the reply is stored, its call open
+        agent.invoke(Command(resume={"decisions": [{"type": "approve"}]}), config)
+        check_stored(conv, 1)
+        assert [m.content for m in model.seen[-1]][-1] == "sunny in City0"
+
+
+async def test_async_stream_on_a_thread_with_a_new_middleware(db_url: str, uid: str) -> None:
+    async with cl.AsyncLedger(db_url) as ledger:
+        conv = await ledger.conversation(uid, model="gpt-4o")
+        saver = InMemorySaver()
+        config: Any = {"configurable": {"thread_id": uid}}
+        models = [RecordingModel(messages=islice(replies(2), 2 * n, None)) for n in range(2)]
+        for n, model in enumerate(models):
+            # a new agent and middleware each turn, as a web handler builds them
+            agent = create_agent(
+                model,
+                [get_weather],
+                middleware=[ChatledgerMiddleware(conv, cl.TokenBudget(4000))],
+                checkpointer=saver,
+            )
+            async for _ in agent.astream(
+                {"messages": [HumanMessage(f"Weather in City{n}?")]}, config
+            ):
+                pass
+        stored = await conv.messages()
+        cl.validate_messages(stored)
+        assert [m["role"] for m in stored] == [m["role"] for m in expected_history(2)]
+        assert [m.get("tool_call_id") for m in stored if m["role"] == "tool"] == [
+            "call_0",
+            "call_1",
+        ]
+        # the second turn's model saw the first turn through the window
+        assert models[1].seen[0][0].content == "Weather in City0?"
+
+
+def test_two_workers_taking_turns_on_one_thread_store_each_turn_once(db_url: str, uid: str) -> None:
+    """Two processes, each with its own agent for the conversation (a shared checkpointer,
+    handles of their own), serve the turns of one thread alternately."""
+    with cl.Ledger(db_url) as one, cl.Ledger(db_url) as two:
+        saver = InMemorySaver()
+        script = replies(4)
+        agents = [
+            create_agent(
+                RecordingModel(messages=script),
+                [get_weather],
+                middleware=[ChatledgerMiddleware(ledger.conversation(uid, model="gpt-4o"))],
+                checkpointer=saver,
+            )
+            for ledger in (one, two)
+        ]
+        config: Any = {"configurable": {"thread_id": uid}}
+        for n in range(4):
+            agents[n % 2].invoke({"messages": [HumanMessage(f"Weather in City{n}?")]}, config)
+        check_stored(one.conversation(uid), 4)

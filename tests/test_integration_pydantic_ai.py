@@ -4,6 +4,7 @@ async, with a tool) whose history lives in a conversation, on every backend, wit
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import sys
 import warnings
@@ -13,7 +14,7 @@ import pytest
 
 pytest.importorskip("pydantic_ai")
 
-from pydantic_ai import Agent
+from pydantic_ai import Agent, ModelRetry
 from pydantic_ai.messages import (
     BinaryContent,
     CachePoint,
@@ -40,6 +41,7 @@ from pydantic_ai.messages import (
     VideoUrl,
 )
 from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.test import TestModel
 from pydantic_ai.usage import RequestUsage
 
 import chatledger as cl
@@ -413,3 +415,143 @@ def test_a_run_that_failed_inside_a_tool_is_closed_by_the_next(db_url: str, uid:
                 timestamp=back[2].parts[0].timestamp,  # type: ignore[union-attr]
             )
         ]
+
+
+def roles_and_texts(stored: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    return [(m["role"], m.get("content")) for m in stored]
+
+
+def test_history_from_an_earlier_run_and_the_system_prompt_are_stored_once(
+    db_url: str, uid: str
+) -> None:
+    seen: list[list[ModelMessage]] = []
+
+    def echo(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        seen.append(list(messages))
+        return ModelResponse(parts=[TextPart(f"reply {len(seen)}")])
+
+    with cl.Ledger(db_url) as ledger:
+        conv = ledger.conversation(uid, model="gpt-4o")
+        agent = Agent(
+            FunctionModel(echo), system_prompt="Be brief.", capabilities=[chatledger_history(conv)]
+        )
+        first = agent.run_sync("one")
+        # the usual Pydantic AI habit: hand the last run's messages back as message_history
+        second = agent.run_sync("two", message_history=first.all_messages())
+        assert [m.parts for m in second.new_messages()] == [
+            m.parts for m in second.all_messages()[-2:]
+        ]
+        # a run without message_history: Pydantic AI puts the system prompt in again
+        agent.run_sync("three")
+        assert roles_and_texts(conv.messages()) == [
+            ("system", "Be brief."),
+            ("user", "one"),
+            ("assistant", "reply 1"),
+            ("user", "two"),
+            ("assistant", "reply 2"),
+            ("user", "three"),
+            ("assistant", "reply 3"),
+        ]
+        # the model saw the stored system prompt once, at the start, on every run
+        for sent in seen:
+            prompts = [p for m in sent for p in m.parts if isinstance(p, SystemPromptPart)]
+            assert [p.content for p in prompts] == ["Be brief."]
+            assert sent[0].parts[0] == prompts[0]
+        # a history from elsewhere is stored as new
+        elsewhere: list[ModelMessage] = [
+            ModelRequest(parts=[UserPromptPart("imported question")]),
+            ModelResponse(parts=[TextPart("imported answer")]),
+        ]
+        agent.run_sync("four", message_history=elsewhere)
+        assert roles_and_texts(conv.messages())[7:] == [
+            ("user", "imported question"),
+            ("assistant", "imported answer"),
+            ("user", "four"),
+            ("assistant", "reply 4"),
+        ]
+
+
+async def test_async_run_with_an_earlier_runs_history_stores_it_once(db_url: str, uid: str) -> None:
+    async with cl.AsyncLedger(db_url) as ledger:
+        conv = await ledger.conversation(uid, model="gpt-4o")
+        agent = weather_agent(Recorder(), chatledger_history(conv))
+        first = await agent.run("Weather in City0?")
+        await agent.run("Weather in City1?", message_history=first.all_messages())
+        check_history(await conv.messages(), 2)
+
+
+def test_test_model_tool_calls_retries_and_streaming(db_url: str, uid: str) -> None:
+    """TestModel calls every tool; a tool's ModelRetry and an output validator's retry are
+    stored as the model got them, and a streamed run stores its reply too."""
+    with cl.Ledger(db_url) as ledger:
+        conv = ledger.conversation(uid, model="gpt-4o")
+        agent = Agent(
+            TestModel(custom_output_text="Done."),
+            retries=3,
+            capabilities=[chatledger_history(conv, cl.TokenBudget(4000))],
+        )
+        tries: list[str] = []
+
+        @agent.tool_plain
+        def lookup(city: str) -> str:
+            """Look a city up."""
+            tries.append(city)
+            if len(tries) == 1:
+                raise ModelRetry("try again")
+            return f"found {city}"
+
+        checked: list[str] = []
+
+        @agent.output_validator
+        def once_more(output: str) -> str:
+            checked.append(output)
+            if len(checked) == 1:
+                raise ModelRetry("once more")
+            return output
+
+        result = agent.run_sync("Find a city")
+        assert result.output == "Done." and len(tries) == 2 and len(checked) == 2
+        stored = conv.messages()
+        cl.validate_messages(stored)
+        assert [m["role"] for m in stored] == [
+            "user", "assistant", "tool", "assistant", "tool", "assistant", "user", "assistant",
+        ]  # fmt: skip
+        assert "try again" in stored[2]["content"] and stored[4]["content"] == "found a"
+        assert "once more" in stored[6]["content"]
+        # every call is answered by its own result
+        calls = [c["id"] for m in stored for c in m.get("tool_calls", [])]
+        assert calls == [m["tool_call_id"] for m in stored if m["role"] == "tool"]
+        assert window_messages(conv) == result.all_messages()
+
+        async def streamed() -> str:
+            async with agent.run_stream("And now?") as run:
+                return await run.get_output()
+
+        assert asyncio.run(streamed()) == "Done."
+        stored = conv.messages()
+        cl.validate_messages(stored)
+        assert stored[8] == {"role": "user", "content": "And now?"}
+        assert stored[-1] == {"role": "assistant", "content": "Done."}
+
+
+def test_a_message_edited_in_chatledger_is_read_as_edited(db_url: str, uid: str) -> None:
+    seen: list[list[ModelMessage]] = []
+
+    def echo(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        seen.append(list(messages))
+        return ModelResponse(parts=[TextPart("ok")])
+
+    with cl.Ledger(db_url) as ledger:
+        conv = ledger.conversation(uid, model="gpt-4o")
+        agent = Agent(
+            FunctionModel(echo), system_prompt="Old.", capabilities=[chatledger_history(conv)]
+        )
+        agent.run_sync("one")
+        conv.update(system="New.")
+        agent.run_sync("two")
+        first = seen[-1][0]
+        assert isinstance(first, ModelRequest)
+        assert [getattr(p, "content", None) for p in first.parts] == ["New.", "one"]
+        # the unedited messages still come back from their metadata, usage and all
+        reply = seen[-1][1]
+        assert isinstance(reply, ModelResponse) and reply.model_name == "function:echo:"

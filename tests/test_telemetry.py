@@ -4,19 +4,18 @@ twins and every backend, read back with the SDK's in-memory exporter and reader.
 A process has one global tracer provider and one meter provider, set once: the session fixture
 sets them (or, if a docs page already set a tracer provider, adds its exporter to that one),
 and a sampler that records only while a test of this module runs, so the rest of the suite is
-not traced.
+not traced. A span processor that raises on demand stands for a faulty SDK setup.
+
+What needs a process of its own (opentelemetry not importable, a provider set after the ledger
+was made) is in ``test_telemetry_process.py``.
 """
 
 from __future__ import annotations
 
 import inspect
-import os
-import subprocess
-import sys
-import textwrap
+import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -25,7 +24,7 @@ from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
@@ -39,7 +38,6 @@ from twins import AnyLedger, Opener
 
 pytestmark = pytest.mark.twins
 
-ROOT = Path(__file__).resolve().parents[1]
 OWNER = "alice@example.com"
 
 
@@ -77,6 +75,21 @@ class _Gated(SimpleSpanProcessor):
             super().on_end(span)
 
 
+class _Faulty(SpanProcessor):
+    """A span processor that raises when a span starts or ends, on demand: the SDK calls
+    processors unguarded, so a faulty one raises inside whatever starts or ends a span."""
+
+    fails_on: str | None = None
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if self.fails_on == "start":
+            raise RuntimeError("span processor down")
+
+    def on_end(self, span: ReadableSpan) -> None:
+        if self.fails_on == "end":
+            raise RuntimeError("span processor down")
+
+
 @dataclass
 class Otel:
     """What the global providers received."""
@@ -84,6 +97,7 @@ class Otel:
     exporter: InMemorySpanExporter
     reader: InMemoryMetricReader | None
     sampler: _Switch
+    faulty: _Faulty
 
     def spans(self, name: str | None = None) -> list[ReadableSpan]:
         found = self.exporter.get_finished_spans()
@@ -93,31 +107,39 @@ class Otel:
         (one,) = self.spans(name)
         return one
 
-    def metric(self, name: str, attributes: Mapping[str, Any]) -> Any:
-        """The cumulative value of ``name`` for a data point with these attributes (a
-        histogram's count), 0 if there is none."""
+    def points(self, name: str, attributes: Mapping[str, Any]) -> list[Any]:
+        """The data points of ``name`` with exactly these attributes."""
         if self.reader is None:
             pytest.skip("another MeterProvider was set in this process first")
         data = self.reader.get_metrics_data()
-        for resource in data.resource_metrics if data else ():
-            for scope in resource.scope_metrics:
-                for m in scope.metrics:
-                    if m.name != name:
-                        continue
-                    for point in m.data.data_points:
-                        if dict(point.attributes or {}) == dict(attributes):
-                            return getattr(point, "value", None) or getattr(point, "count", 0)
+        return [
+            point
+            for resource in (data.resource_metrics if data else ())
+            for scope in resource.scope_metrics
+            for m in scope.metrics
+            if m.name == name
+            for point in m.data.data_points
+            if dict(point.attributes or {}) == dict(attributes)
+        ]
+
+    def metric(self, name: str, attributes: Mapping[str, Any]) -> Any:
+        """The cumulative value of ``name`` for these attributes (a histogram's count), 0 if
+        there is none."""
+        for point in self.points(name, attributes):
+            return getattr(point, "value", None) or getattr(point, "count", 0)
         return 0
 
 
 @pytest.fixture(scope="session")
 def _providers() -> Otel:
-    exporter, sampler = InMemorySpanExporter(), _Switch()
+    exporter, sampler, faulty = InMemorySpanExporter(), _Switch(), _Faulty()
     current = trace.get_tracer_provider()
     if isinstance(current, TracerProvider):  # a docs page set one: listen to it too
+        current.add_span_processor(faulty)
         current.add_span_processor(_Gated(exporter, sampler))
     else:
         provider = TracerProvider(sampler=sampler)
+        provider.add_span_processor(faulty)
         provider.add_span_processor(SimpleSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
     reader: InMemoryMetricReader | None = InMemoryMetricReader()
@@ -125,7 +147,7 @@ def _providers() -> Otel:
         reader = None
     else:
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))  # type: ignore[list-item]
-    return Otel(exporter, reader, sampler)
+    return Otel(exporter, reader, sampler, faulty)
 
 
 @pytest.fixture
@@ -136,6 +158,7 @@ def otel(_providers: Otel) -> Iterator[Otel]:
         yield _providers
     finally:
         _providers.sampler.on = False
+        _providers.faulty.fails_on = None
         _providers.exporter.clear()
 
 
@@ -148,7 +171,12 @@ def assistant(text: str) -> dict[str, str]:
 
 
 def _all_values(spans: list[ReadableSpan]) -> list[str]:
-    return [str(v) for s in spans for v in (s.attributes or {}).values()]
+    """Every attribute value of the spans and their events, and their status texts."""
+    found = [str(s.status.description) for s in spans]
+    for s in spans:
+        for attributes in (s.attributes, *(e.attributes for e in s.events)):
+            found.extend(str(v) for v in (attributes or {}).values())
+    return found
 
 
 def test_a_turn_in_spans(
@@ -284,9 +312,10 @@ def test_metrics_count_tokens_cost_and_window_time(
     model = "gpt-4o-mini"
     conv = ledger.conversation(uid, model=model)
     base = {"gen_ai.provider.name": "openai", "gen_ai.response.model": model}
-    kinds = ("input", "output", "cache_read")
-    tokens = "chatledger.usage.tokens"
+    kinds = ("input", "output")
+    tokens, cached = "chatledger.usage.tokens", "chatledger.usage.cached_tokens"
     before = [otel.metric(tokens, {**base, "gen_ai.token.type": k}) for k in kinds]
+    before.append(otel.metric(cached, base))
     spent = otel.metric("chatledger.usage.cost", base)
     server.queue(
         Reply(content="one", usage=Usage(prompt_tokens=100, completion_tokens=7, cached_tokens=64))
@@ -295,6 +324,7 @@ def test_metrics_count_tokens_cost_and_window_time(
     server.queue(Reply(content="two", usage=Usage(prompt_tokens=120, completion_tokens=5)))
     conv.record(client.chat.completions.create(**conv.request()))
     after = [otel.metric(tokens, {**base, "gen_ai.token.type": k}) for k in kinds]
+    after.append(otel.metric(cached, base))
     assert [b - a for a, b in zip(before, after, strict=True)] == [220, 12, 64]
     cost = sum(r.cost_micros or 0 for r in conv.usage_records())
     assert cost > 0
@@ -307,6 +337,9 @@ def test_metrics_count_tokens_cost_and_window_time(
     conv.window()
     conv.window(cl.TokenBudget(500))
     assert otel.metric("chatledger.window.duration", windows) == before + 2
+    (histogram,) = otel.points("chatledger.window.duration", windows)
+    assert histogram.explicit_bounds[:3] == (0.0005, 0.001, 0.0025)  # seconds, not ms
+    assert sum(histogram.bucket_counts[:-1]) == histogram.count  # none past the last bound
 
 
 def test_metrics_need_no_sampled_span_and_a_replay_adds_nothing(
@@ -374,51 +407,81 @@ def test_operations_name_their_arguments_as_telemetry_reads_them() -> None:
     assert handles >= 15  # append, record, window, request, chat, the edits...
 
 
-def test_without_opentelemetry_everything_works(server: FakeOpenAI, tmp_path: Path) -> None:
-    """With ``opentelemetry`` not importable, both twins work as before and nothing tries."""
-    script = textwrap.dedent(
-        """
-        import asyncio, sys
-        sys.modules["opentelemetry"] = None
-        import chatledger as cl
-        import openai
+def _folding_history(conv: Any) -> None:
+    conv.append(user("question " * 30))
+    for i in range(6):
+        conv.extend([assistant(f"answer {i} " * 30), user(f"question {i} " * 30)])
 
-        def turn(conv, client):
-            conv.append({"role": "user", "content": "hi"})
-            conv.window(cl.TokenBudget(100), explain=True)
-            conv.record(client.chat.completions.create(**conv.request()))
-            try:
-                conv.append({"role": "tool", "tool_call_id": "x", "content": "1"})
-            except cl.ChatLedgerError as e:
-                return type(e).__name__
 
-        client = openai.OpenAI(max_retries=0)
-        with cl.Ledger("sqlite:///s.db") as ledger:
-            print(turn(ledger.conversation("c", owner="o"), client))
-            print(len(ledger.conversation("c", owner="o").messages()))
+def _summarize(previous: str | None, messages: list[dict[str, Any]]) -> str:
+    return f"{len(messages)} messages about numbers"
 
-        async def main():
-            aclient = openai.AsyncOpenAI(max_retries=0)
-            async with cl.AsyncLedger("sqlite+aiosqlite:///a.db") as ledger:
-                conv = await ledger.conversation("c")
-                await conv.append({"role": "user", "content": "hi"})
-                await conv.window(cl.TokenBudget(100))
-                await conv.record(await aclient.chat.completions.create(**await conv.request()))
-                print(len(await conv.messages()))
 
-        asyncio.run(main())
-        print(sys.modules["opentelemetry"])
-        """
+@pytest.mark.parametrize("fails_on", ["start", "end"])
+def test_a_faulty_sdk_fails_no_call_and_no_write(
+    ledger: AnyLedger,
+    uid: str,
+    server: FakeOpenAI,
+    client: openai.OpenAI,
+    otel: Otel,
+    caplog: pytest.LogCaptureFixture,
+    fails_on: str,
+) -> None:
+    """A span processor that raises as a span starts or ends: every call returns what it
+    would have, every write is stored, and a failing call raises its own error."""
+    otel.faulty.fails_on = fails_on
+    with caplog.at_level(logging.WARNING, logger="chatledger"):
+        conv = ledger.conversation(uid, owner=OWNER, model="gpt-4o-mini")
+        _folding_history(conv)
+        w = conv.window([cl.Summarize(_summarize, trigger=200, keep=100)], explain=True)
+        assert w.summary is not None and w.summarized.count > 0  # the fold was stored
+        server.queue(Reply(content="fine", usage=Usage(prompt_tokens=40, completion_tokens=2)))
+        recorded = conv.record(client.chat.completions.create(**conv.request(max_tokens=20)))
+        with pytest.raises(cl.InvalidMessageError):
+            conv.append({"role": "tool", "tool_call_id": "call_1", "content": "42"})
+    faults = [r for r in caplog.records if r.getMessage().startswith("telemetry:")]
+    assert recorded.message is not None and recorded.message.seq == 14
+    assert [m["content"] for m in conv.messages()][-1] == "fine"
+    assert len(conv.usage_records()) == 1
+    assert faults and all(r.exc_info is not None for r in faults)
+    kinds = {r.getMessage() for r in faults}
+    if fails_on == "start":  # no span opened: nothing to end, nothing exported
+        assert kinds == {
+            "telemetry: cannot open a span for conversation",
+            "telemetry: cannot open a span for extend",
+            "telemetry: cannot open a span for append",
+            "telemetry: cannot open a span for window",
+            "telemetry: cannot open a summarizer span",
+            "telemetry: cannot open a span for request",
+            "telemetry: cannot open a span for record",
+        }
+        assert otel.spans() == []
+    else:
+        assert "telemetry: cannot end the span of record" in kinds
+        assert "telemetry: cannot end a summarizer span" in kinds
+
+
+def test_errors_quote_no_owner(open_ledger: Opener, db_url: str, uid: str, otel: Otel) -> None:
+    """A budget's refusal names the owner: the span's exception event and status blank it
+    out, unless the ledger was asked to include owners."""
+    too_small = cl.Budget(tokens=5, scope="owner")
+    conv = open_ledger(db_url).conversation(uid, owner=OWNER, model="gpt-4o-mini")
+    conv.append(user("hi"))
+    with pytest.raises(cl.BudgetExceededError) as raised:
+        conv.request(max_tokens=10, budget=too_small)
+    assert OWNER in str(raised.value)  # the caller's error is unchanged
+    span = otel.span("chatledger.request")
+    assert span.status.status_code is StatusCode.ERROR
+    assert not any(OWNER in v for v in _all_values(otel.spans()))
+    (event,) = span.events
+    assert (event.attributes or {})["exception.message"] == str(raised.value).replace(
+        OWNER, "<owner>"
     )
-    server.queue("hello", "again")
-    env = {**os.environ, "OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "test"}
-    done = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["InvalidMessageError", "2", "2", "None"]
+    assert "<owner>" in str((event.attributes or {})["exception.stacktrace"])
+
+    otel.exporter.clear()
+    trusted = open_ledger(db_url, telemetry=Telemetry(include_owner=True))
+    with pytest.raises(cl.BudgetExceededError):
+        trusted.conversation(uid, owner=OWNER).request(max_tokens=10, budget=too_small)
+    (event,) = otel.span("chatledger.request").events
+    assert (event.attributes or {})["exception.message"] == str(raised.value)

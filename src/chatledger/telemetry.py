@@ -15,7 +15,12 @@ holds exactly those as its locals): the handle is ``h``, a ledger's conversation
 and its owner ``owner`` (``tests/test_telemetry.py`` checks the operations keep to that).
 
 Owners are often e-mail addresses or customer ids, so they are never emitted unless a ledger
-is given ``telemetry=Telemetry(include_owner=True)``; the conversation id always is.
+is given ``telemetry=Telemetry(include_owner=True)``; the conversation id always is. An error's
+message and stack trace can quote the owner (a budget's refusal, a database's key detail), so
+the span records them with the owner blanked out.
+
+Telemetry is a bystander: a fault in it (an SDK span processor or sampler that raises) is
+logged and never escapes a public call, nor fails or undoes a write.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import functools
 import inspect
 import logging
 import time
+import traceback
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
@@ -32,7 +38,6 @@ from typing import Any
 
 from chatledger.append_plan import utcnow
 from chatledger.effects import Summarize
-from chatledger.errors import ChatLedgerError
 from chatledger.handle import Handle
 from chatledger.round_trip import Recorded, parse_reply, usage_values
 from chatledger.rows import StoredMessage, UsageRecord
@@ -59,65 +64,134 @@ _METERED = frozenset({"window", "record", "chat", "regenerate"})
 _LIMITS = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
+#: the window histogram's buckets, in seconds (the SDK's default ones are meant for ms)
+WINDOW_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+#: what stands for the owner in an error's message and stack trace
+REDACTED = "<owner>"
+
+
+class _NoSpan:
+    """What stands for a span that could not be opened: it records nothing."""
+
+    __slots__ = ()
+
+    def is_recording(self) -> bool:
+        return False
+
+
+_NO_SPAN = _NoSpan()
+
+
 @dataclass(frozen=True, slots=True)
 class _Instruments:
-    """The tracer and the instruments, made once per process from the global providers (a
-    proxy that forwards to whatever SDK is installed later)."""
+    """The tracer and the instruments, made once per process from the global providers: the
+    API's proxies, which forward to whatever provider is set, even one set later."""
 
     tracer: Any
     tokens: Any
+    cached_tokens: Any
     cost: Any
     window_seconds: Any
-    status_error: Any
-    use_span: Any
+    status: Callable[[str], Any]
+    set_span_in_context: Any
+    attach: Any
+    detach: Any
 
-    def open(self, name: str) -> tuple[Any, Any]:
-        """A started span, and the context manager that makes it current (None for the API's
+    def open(self, name: str) -> tuple[Any, object]:
+        """A started span, and the context token that made it current (None for the API's
         no-op span when no SDK is installed: there is nothing to make current, or to end)."""
         span = self.tracer.start_span(name)
         if not span.is_recording() and not span.get_span_context().is_valid:
             return span, None
-        current = self.use_span(
-            span, end_on_exit=True, record_exception=True, set_status_on_exception=True
-        )
-        current.__enter__()
-        return span, current
+        return span, self.attach(self.set_span_in_context(span))
+
+    def close(
+        self, span: Any, token: object, error: BaseException | None, owner: str | None
+    ) -> None:
+        """Make the span's parent current again, note ``error`` (quoting no owner) and end it."""
+        if token is None:
+            return
+        try:
+            self.detach(token)
+        finally:
+            try:
+                if isinstance(error, Exception) and span.is_recording():
+                    message = _redact(str(error), owner)
+                    stack = _redact("".join(traceback.format_exception(error)), owner)
+                    quoted = {"exception.message": message, "exception.stacktrace": stack}
+                    span.record_exception(error, quoted)
+                    span.set_status(self.status(f"{type(error).__name__}: {message}"))
+            finally:
+                span.end()
+
+
+def _redact(text: str, owner: str | None) -> str:
+    """``text`` with the owner blanked out (as written, and as ``repr`` escapes it)."""
+    if not owner:
+        return text
+    for form in {owner, repr(owner)[1:-1]}:
+        text = text.replace(form, REDACTED)
+    return text
 
 
 @functools.cache
 def _instruments() -> _Instruments | None:
-    """The instruments, or None when ``opentelemetry-api`` is not installed (tried once)."""
+    """The instruments, or None when ``opentelemetry-api`` is not installed or fails to load
+    (tried once: a broken install does not stop a ledger from being made)."""
     try:
-        from opentelemetry import metrics, trace
+        return _make_instruments()
     except ImportError:
         return None
+    except Exception:
+        logger.warning("telemetry: opentelemetry failed to load; no spans", exc_info=True)
+        return None
+
+
+def _make_instruments() -> _Instruments:
+    from opentelemetry import context, metrics, trace
+
     try:
         version = metadata.version("chatledger")
     except metadata.PackageNotFoundError:  # pragma: no cover - a source checkout
         version = "0"
     meter = metrics.get_meter("chatledger", version)
+    window = ("chatledger.window.duration", "s", "Time to build a window")
+    try:
+        seconds = meter.create_histogram(
+            *window, explicit_bucket_boundaries_advisory=WINDOW_BUCKETS
+        )
+    except TypeError:  # pragma: no cover - an older API, without the advice
+        seconds = meter.create_histogram(*window)
+    error = trace.StatusCode.ERROR
     return _Instruments(
         tracer=trace.get_tracer("chatledger", version),
         tokens=meter.create_counter(
             "chatledger.usage.tokens", unit="{token}", description="Tokens billed, by model"
         ),
+        cached_tokens=meter.create_counter(
+            "chatledger.usage.cached_tokens",
+            unit="{token}",
+            description="Input tokens read from the prompt cache (part of the input tokens)",
+        ),
         cost=meter.create_counter(
             "chatledger.usage.cost", unit="USD", description="Cost of the replies recorded"
         ),
-        window_seconds=meter.create_histogram(
-            "chatledger.window.duration", unit="s", description="Time to build a window"
-        ),
-        status_error=trace.StatusCode.ERROR,
-        use_span=trace.use_span,
+        window_seconds=seconds,
+        status=lambda text: trace.Status(error, text),
+        set_span_in_context=trace.set_span_in_context,
+        attach=context.attach,
+        detach=context.detach,
     )
 
 
 class Telemetry:
     """What a ledger reports to OpenTelemetry: ``Ledger(url, telemetry=Telemetry(...))``.
 
-    ``enabled=False`` turns this ledger's spans and metrics off. ``include_owner=True`` adds
-    ``chatledger.owner`` to spans; it is off by default because owners are often personal
-    data (an e-mail, a customer id), which traces should not carry unless asked to.
+    Options only: a ledger made without one reports with the defaults. ``enabled=False``
+    turns this ledger's spans and metrics off. ``include_owner=True`` adds
+    ``chatledger.owner`` to spans (and leaves it in error messages); it is off by default
+    because owners are often personal data (an e-mail, a customer id), which traces should
+    not carry unless asked to.
     """
 
     __slots__ = ("_enabled", "_include_owner", "_instruments")
@@ -143,13 +217,17 @@ class Telemetry:
         nothing is emitted: the driver then runs the operation bare."""
         if self._instruments is None:
             return None
-        return _Operation(self, self._instruments, op, name)
+        try:
+            return _Operation(self, self._instruments, op, name)
+        except Exception:
+            logger.warning("telemetry: no span for %s", name, exc_info=True)
+            return None
 
     def summarizing(self, effect: Summarize) -> _Summary | None:
         """A span for one summarizer call (inside the window that asked for it)."""
         if self._instruments is None:
             return None
-        return _Summary(self._instruments, effect)
+        return _Summary(self._instruments, effect)  # cannot fail: it only stores its arguments
 
 
 def _items(items: object) -> int:
@@ -217,7 +295,6 @@ class _Operation:
 
     __slots__ = (
         "_args",
-        "_cm",
         "_inst",
         "_name",
         "_op",
@@ -225,6 +302,7 @@ class _Operation:
         "_span",
         "_started",
         "_telemetry",
+        "_token",
     )
 
     def __init__(
@@ -241,6 +319,10 @@ class _Operation:
         if self._name in _METERED:
             self._args = inspect.getgeneratorlocals(op)
         self._op = op
+        self._span: Any = _NO_SPAN
+        self._token: object = None
+        self._since = utcnow() if self._name == "record" else None
+        self._started = time.perf_counter()
 
     @property
     def h(self) -> Handle | None:
@@ -249,14 +331,28 @@ class _Operation:
         return h if isinstance(h, Handle) else None
 
     def __enter__(self) -> _Operation:
-        self._span, self._cm = self._inst.open(f"chatledger.{self._name}")
-        if self._span.is_recording():
-            if not self._args:
-                self._args = inspect.getgeneratorlocals(self._op)
-            self._span.set_attributes(self._identity())
-        self._since = utcnow() if self._name == "record" else None
+        try:
+            self._span, self._token = self._inst.open(f"chatledger.{self._name}")
+            if self._span.is_recording():
+                if not self._args:
+                    self._args = inspect.getgeneratorlocals(self._op)
+                self._span.set_attributes(self._identity())
+        except Exception:  # the operation runs all the same, in no span of ours
+            logger.warning("telemetry: cannot open a span for %s", self._name, exc_info=True)
+            self._span, self._token = self._forget(self._token), None
         self._started = time.perf_counter()
         return self
+
+    def _forget(self, token: object) -> Any:
+        """A span that failed to open: its parent made current again; the no-op span."""
+        if token is not None:
+            self._inst.detach(token)
+        return _NO_SPAN
+
+    def _owner(self) -> str | None:
+        h = self.h
+        owner = h.owner if h is not None else self._args.get("owner")
+        return owner if isinstance(owner, str) else None
 
     def _identity(self) -> dict[str, Any]:
         """The conversation id (and the owner, when asked for) and model, from the
@@ -264,11 +360,11 @@ class _Operation:
         attrs: dict[str, Any] = {"chatledger.operation": self._name}
         h = self.h
         cid = h.id if h is not None else self._args.get("cid")
-        owner = h.owner if h is not None else self._args.get("owner")
+        owner = self._owner()
         if isinstance(cid, str):
             attrs["chatledger.conversation.id"] = cid
             attrs["gen_ai.conversation.id"] = cid
-        if isinstance(owner, str) and self._telemetry.include_owner:
+        if owner is not None and self._telemetry.include_owner:
             attrs["chatledger.owner"] = owner
         if h is not None:
             attrs["gen_ai.request.model"] = h.model
@@ -280,17 +376,24 @@ class _Operation:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._name == "window":
-            seconds = time.perf_counter() - self._started
-            h = self.h
-            attrs = {} if h is None else {"gen_ai.request.model": h.model}
-            if error is not None:
-                attrs["error.type"] = type(error).__qualname__
-            self._inst.window_seconds.record(seconds, attrs)
-        if isinstance(error, ChatLedgerError) and self._span.is_recording():
-            self._span.set_attribute("error.type", type(error).__qualname__)
-        if self._cm is not None:  # records the exception, status ERROR, ends the span
-            self._cm.__exit__(kind, error, tb)
+        """Time a window, end the span; never raises (``error``, if any, goes on)."""
+        try:
+            if self._name == "window":
+                seconds = time.perf_counter() - self._started
+                h = self.h
+                attrs = {} if h is None else {"gen_ai.request.model": h.model}
+                if error is not None:
+                    attrs["error.type"] = type(error).__qualname__
+                self._inst.window_seconds.record(seconds, attrs)
+        except Exception:
+            logger.warning("telemetry: cannot time %s", self._name, exc_info=True)
+        try:
+            if isinstance(error, Exception) and self._span.is_recording():
+                self._span.set_attribute("error.type", type(error).__qualname__)
+            owner = None if self._telemetry.include_owner else self._owner()
+            self._inst.close(self._span, self._token, error, owner)
+        except Exception:
+            logger.warning("telemetry: cannot end the span of %s", self._name, exc_info=True)
 
     def finish(self, result: Any) -> Any:
         """Note what the operation returned; returns it unchanged."""
@@ -301,7 +404,7 @@ class _Operation:
                 billed = self._billed(result)
                 if billed is not None:
                     self._meter(billed)
-        except Exception:  # pragma: no cover - a bug here must not fail a stored call
+        except Exception:  # the call stored what it stored: its result is returned
             logger.warning("telemetry: cannot describe %s", self._name, exc_info=True)
         return result
 
@@ -366,7 +469,7 @@ class _Operation:
         tokens.add(v["prompt_tokens"], {**base, "gen_ai.token.type": "input"})
         tokens.add(v["completion_tokens"], {**base, "gen_ai.token.type": "output"})
         if v["cached_tokens"]:
-            tokens.add(v["cached_tokens"], {**base, "gen_ai.token.type": "cache_read"})
+            self._inst.cached_tokens.add(v["cached_tokens"], base)
         if v["cost_micros"] is not None:
             self._inst.cost.add(v["cost_micros"] / 1_000_000, base)
 
@@ -374,34 +477,47 @@ class _Operation:
 class _Summary:
     """A summarizer call's span: which rounds it folded and whether it gave a summary."""
 
-    __slots__ = ("_cm", "_effect", "_inst", "_span")
+    __slots__ = ("_effect", "_inst", "_span", "_token")
 
     def __init__(self, inst: _Instruments, effect: Summarize) -> None:
         self._inst, self._effect = inst, effect
+        self._span: Any = _NO_SPAN
+        self._token: object = None
 
     def __enter__(self) -> Callable[[str | None], str | None]:
-        self._span, self._cm = self._inst.open("chatledger.summarize")
-        span = self._span
-        if span.is_recording():
-            req = self._effect.request
-            attrs: dict[str, Any] = {
-                "chatledger.conversation.id": self._effect.conversation_id,
-                "gen_ai.conversation.id": self._effect.conversation_id,
-                "chatledger.summary.from_seq": req.from_seq,
-                "chatledger.summary.upto_seq": req.upto_seq,
-                "chatledger.summary.messages": len(self._effect.messages),
-            }
-            model = getattr(req.strategy.summarizer, "model", None)
-            if isinstance(model, str):
-                attrs["gen_ai.request.model"] = model
-            span.set_attributes(attrs)
+        try:
+            self._span, self._token = self._inst.open("chatledger.summarize")
+            if self._span.is_recording():
+                self._span.set_attributes(self._attributes())
+        except Exception:
+            logger.warning("telemetry: cannot open a summarizer span", exc_info=True)
+            if self._token is not None:
+                self._inst.detach(self._token)
+            self._span, self._token = _NO_SPAN, None
         return self._outcome
 
+    def _attributes(self) -> dict[str, Any]:
+        req = self._effect.request
+        attrs: dict[str, Any] = {
+            "chatledger.conversation.id": self._effect.conversation_id,
+            "gen_ai.conversation.id": self._effect.conversation_id,
+            "chatledger.summary.from_seq": req.from_seq,
+            "chatledger.summary.upto_seq": req.upto_seq,
+            "chatledger.summary.messages": len(self._effect.messages),
+        }
+        model = getattr(req.strategy.summarizer, "model", None)
+        if isinstance(model, str):
+            attrs["gen_ai.request.model"] = model
+        return attrs
+
     def _outcome(self, text: str | None) -> str | None:
-        if self._span.is_recording():
-            self._span.set_attribute("chatledger.summary.failed", text is None)
-            if text is None:  # the window went on without it: an error of this span only
-                self._span.set_status(self._inst.status_error, "the summarizer failed")
+        try:
+            if self._span.is_recording():
+                self._span.set_attribute("chatledger.summary.failed", text is None)
+                if text is None:  # the window went on without it: an error of this span only
+                    self._span.set_status(self._inst.status("the summarizer failed"))
+        except Exception:
+            logger.warning("telemetry: cannot describe a summarizer call", exc_info=True)
         return text
 
     def __exit__(
@@ -410,5 +526,7 @@ class _Summary:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._cm is not None:
-            self._cm.__exit__(kind, error, tb)
+        try:
+            self._inst.close(self._span, self._token, error, None)
+        except Exception:
+            logger.warning("telemetry: cannot end a summarizer span", exc_info=True)

@@ -22,8 +22,9 @@ Each message is stored once. What is stored is recognised by the message ``id`` 
 ``add_messages`` gives every state message one; a reply without one is given one before it
 enters the state), kept in the stored message's ``metadata["langchain"]`` as
 :mod:`chatledger.integrations.langchain` keeps it, so the same conversation continues across
-invocations, with or without a checkpointer, and across processes: a new middleware reads the
-ids of the conversation's newest messages once, as many as the state holds.
+invocations, with or without a checkpointer, and across processes: when the conversation moved
+since the middleware last wrote (a new middleware, another worker serving the same thread), it
+reads the ids of the conversation's newest messages, as many as the state holds.
 """
 
 from __future__ import annotations
@@ -121,29 +122,24 @@ class ChatledgerMiddleware(AgentMiddleware):
             )
         self.conversation = conversation
         self.strategy = strategy
-        # ids of stored messages; None until the conversation's newest ids were read
-        self._stored: set[str] | None = None
+        self._stored: set[str] = set()  # ids of stored messages
+        self._seq: int | None = None  # the conversation's last_seq that _stored is complete to
 
     def __repr__(self) -> str:
         return f"<ChatledgerMiddleware {self.conversation.id!r} strategy={self.strategy!r}>"
 
     # --- which messages are new -------------------------------------------------------------
 
-    def _unstored(self, messages: Sequence[BaseMessage]) -> list[BaseMessage] | None:
-        """The messages after the newest one already stored; None when none of them is known
-        and the conversation's ids were not read yet."""
-        known = self._stored or set()
+    def _unstored(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+        """The messages after the newest one known to be stored."""
         start = len(messages)
-        while start > 0 and messages[start - 1].id not in known:
+        while start > 0 and messages[start - 1].id not in self._stored:
             start -= 1
-        if start == 0 and self._stored is None and messages:
-            return None
         return list(messages[start:])
 
-    def _remember(self, records: Sequence[StoredMessage]) -> None:
-        self._stored = {i for i in map(_stored_id, records) if i is not None} | (
-            self._stored or set()
-        )
+    def _remember(self, records: Sequence[StoredMessage], seq: int) -> None:
+        self._stored |= {i for i in map(_stored_id, records) if i is not None}
+        self._seq = seq
 
     def _sync_conv(self, hook: str) -> Conversation:
         if isinstance(self.conversation, AsyncConversation):
@@ -154,35 +150,38 @@ class ChatledgerMiddleware(AgentMiddleware):
             )
         return self.conversation
 
-    def _store(self, messages: Sequence[BaseMessage]) -> None:
+    def _store(self, messages: Sequence[BaseMessage], *, check: bool = True) -> None:
+        """Store what follows the newest stored message. With ``check``, when the conversation
+        moved since this middleware last wrote (a new middleware, another worker on the same
+        thread), first read the ids of as many of its newest messages as the state holds."""
         conv = self._sync_conv("a sync agent")
         new = self._unstored(messages)
-        if new is None:  # a new middleware: read as many of the newest ids as the state holds
-            info = conv.refresh()
-            self._remember(conv.records(start=max(1, info.last_seq - len(messages) + 1)))
-            new = self._unstored(messages) or []
+        if new and check and self._seq != (info := conv.refresh()).last_seq:
+            first = max(1, info.last_seq - len(messages) + 1)
+            self._remember(conv.records(start=first), info.last_seq)
+            new = self._unstored(messages)
         if new:
             pairs = close_unanswered(conv.info.pending_tool_calls, [to_openai(m) for m in new])
             conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
-            self._remember_ids(new)
+            self._stored |= {m.id for m in new if m.id}
+            self._seq = conv.info.last_seq
 
-    async def _astore(self, messages: Sequence[BaseMessage]) -> None:
+    async def _astore(self, messages: Sequence[BaseMessage], *, check: bool = True) -> None:
+        """The async twin of :meth:`_store`."""
         conv = self.conversation
         if not isinstance(conv, AsyncConversation):
-            await asyncio.to_thread(self._store, messages)
+            await asyncio.to_thread(lambda: self._store(messages, check=check))
             return
         new = self._unstored(messages)
-        if new is None:
-            info = await conv.refresh()
-            self._remember(await conv.records(start=max(1, info.last_seq - len(messages) + 1)))
-            new = self._unstored(messages) or []
+        if new and check and self._seq != (info := await conv.refresh()).last_seq:
+            first = max(1, info.last_seq - len(messages) + 1)
+            self._remember(await conv.records(start=first), info.last_seq)
+            new = self._unstored(messages)
         if new:
             pairs = close_unanswered(conv.info.pending_tool_calls, [to_openai(m) for m in new])
             await conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
-            self._remember_ids(new)
-
-    def _remember_ids(self, messages: Sequence[BaseMessage]) -> None:
-        self._stored = (self._stored or set()) | {m.id for m in messages if m.id}
+            self._stored |= {m.id for m in new if m.id}
+            self._seq = conv.info.last_seq
 
     # --- the window -------------------------------------------------------------------------
 
@@ -207,7 +206,7 @@ class ChatledgerMiddleware(AgentMiddleware):
         """Store what is new in the state, send the window, store the reply."""
         self._store(request.state["messages"])
         response = _with_ids(handler(request.override(messages=self._window())))
-        self._store([*request.state["messages"], *_replies(response)])
+        self._store([*request.state["messages"], *_replies(response)], check=False)
         return response
 
     async def awrap_model_call(
@@ -218,7 +217,7 @@ class ChatledgerMiddleware(AgentMiddleware):
         """The async twin of :meth:`wrap_model_call`."""
         await self._astore(request.state["messages"])
         response = _with_ids(await handler(request.override(messages=await self._awindow())))
-        await self._astore([*request.state["messages"], *_replies(response)])
+        await self._astore([*request.state["messages"], *_replies(response)], check=False)
         return response
 
     def after_agent(self, state: AgentState[Any], runtime: Runtime[Any]) -> dict[str, Any] | None:

@@ -6,15 +6,15 @@ converts both ways and gives an agent a chatledger window::
 
     from chatledger.integrations.pydantic_ai import chatledger_history
 
-    history = chatledger_history(conv, cl.TokenBudget(8000))
-    agent = Agent(model, instructions="Be brief.", history_processors=[history])
-    result = agent.run_sync("Hi")
-    history.store_run(result)  # the final reply, which no processor call saw
+    agent = Agent(model, instructions="Be brief.",
+                  capabilities=[chatledger_history(conv, cl.TokenBudget(8000))])
+    agent.run_sync("Hi")  # stored, with the reply; the model got the window
 
-Before each model request the processor stores the messages it has not seen (the new user
-prompt, the previous step's reply and tool results) and returns the conversation's window as
-``ModelMessage``s; Pydantic AI sends that window and keeps it as the run's history. Without a
-processor, :func:`window_messages` gives ``message_history`` and :func:`store_messages` stores
+Pydantic AI 2 runs history processors as capabilities (``ProcessHistory``); this one, before
+each model request, stores the messages not stored yet (the new user prompt, the previous
+step's reply and tool results) and returns the conversation's window, which Pydantic AI sends
+and keeps as the run's history; after the run it stores the final reply. Without it,
+:func:`window_messages` gives ``message_history`` and :func:`store_messages` stores
 ``result.new_messages()``.
 
 Each part becomes one Chat Completions message: a ``SystemPromptPart`` a system message, a
@@ -27,9 +27,10 @@ back through Chat Completions, so it is kept only in the metadata. Every stored 
 ``metadata["pydantic_ai"]``, the ``ModelMessage`` it came from, holding only the parts it
 carries (serialised with ``ModelMessagesTypeAdapter``), so reading gives back exactly what was
 stored, and a window that starts inside a request still reads as one. Messages chatledger holds
-without that metadata (written by ``conv.chat``, a summary) are converted from their Chat
-Completions form. A part with no Chat Completions form (a video, a native tool call, a file the
-model made) raises :class:`~chatledger.InvalidArgumentError` naming it, and nothing is stored.
+without that metadata (written by ``conv.chat``, a summary), or edited since it was written (it
+keeps a digest of the message), are converted from their Chat Completions form. A part with
+no Chat Completions form (a video, a native tool call, a file the model made) raises
+:class:`~chatledger.InvalidArgumentError` naming it, and nothing is stored.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -83,6 +85,7 @@ from chatledger.integrations.window_pairs import (
     Pair,
     awindow_pairs,
     close_unanswered,
+    stored_pairs,
     window_pairs,
 )
 from chatledger.strategies import Strategy
@@ -233,7 +236,8 @@ def to_openai(messages: Sequence[ModelMessage]) -> list[Pair]:
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
         if isinstance(message, ModelResponse):
-            out.append((_response_message(message, where), {META_KEY: {"message": _dump(message)}}))
+            msg = _response_message(message, where)
+            out.append((msg, {META_KEY: {"message": _dump(message), "digest": _digest(msg)}}))
             continue
         if not isinstance(message, ModelRequest):
             raise _refuse(where, message)
@@ -241,7 +245,8 @@ def to_openai(messages: Sequence[ModelMessage]) -> list[Pair]:
         for n, (i, part, riders) in enumerate(groups):
             msg = _request_message(part, f"{where}.parts[{i}]")
             alone = dataclasses.replace(message, parts=riders)
-            out.append((msg, {META_KEY: {"message": _dump(alone), "continues": n > 0}}))
+            kept = {"message": _dump(alone), "continues": n > 0, "digest": _digest(msg)}
+            out.append((msg, {META_KEY: kept}))
     return out
 
 
@@ -269,18 +274,31 @@ def _request_groups(
 # --- Chat Completions -> ModelMessages ----------------------------------------------------------
 
 
-def _stored(metadata: Mapping[str, Any] | None) -> tuple[ModelMessage, bool] | None:
+def _stored(
+    message: Mapping[str, Any], metadata: Mapping[str, Any] | None
+) -> tuple[ModelMessage, bool] | None:
     """The message kept in the metadata, and whether it continues the request before it; None
-    when there is none, or it does not load (written by another version, or by hand): the
-    stored message is then read from its Chat Completions form."""
+    when there is none, it does not load (written by another version, or by hand), or it no
+    longer gives the stored message (edited since: ``conv.update(system=...)``, ``conv.edit``):
+    the stored message is then read from its Chat Completions form."""
     kept = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
     if not isinstance(kept, Mapping) or not isinstance(kept.get("message"), Mapping):
+        return None
+    if kept.get("digest", _digest(message)) != _digest(message):
         return None
     try:
         loaded = ModelMessagesTypeAdapter.validate_python([kept["message"]])[0]
     except ValueError:  # pydantic's ValidationError is one
         return None
     return loaded, bool(kept.get("continues"))
+
+
+def _digest(message: Mapping[str, Any]) -> str:
+    """What tells an edited message from the one its metadata was written with (the store
+    leaves out a null ``content``)."""
+    fields = {k: v for k, v in message.items() if v is not None}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _text(content: object) -> str:
@@ -351,7 +369,7 @@ def from_openai(
     call_names: dict[str, str] = {}
     joinable = False  # whether the last message came from metadata and may take more parts
     for message, metadata in pairs:
-        kept = _stored(metadata)
+        kept = _stored(message, metadata)
         if kept is None:
             out.append(_plain(message, call_names))
             joinable = False
@@ -407,17 +425,61 @@ async def astore_messages(conv: AsyncConversation, messages: Sequence[ModelMessa
 # --- the capability ------------------------------------------------------------------------------
 
 
+def _key(message: ModelMessage) -> str:
+    """A message as it survives a store and a read: its JSON without timestamps (a message read
+    from its Chat Completions form is given new ones). ``run_id`` stays in: it tells a run's
+    new prompt from an equal one stored before."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "timestamp"}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        return value
+
+    return json.dumps(strip(_dump(message)), sort_keys=True)
+
+
+def _tail_size(messages: Sequence[ModelMessage]) -> int:
+    """How many stored messages ``messages`` can take at most (one per request part)."""
+    return sum(len(m.parts) if isinstance(m, ModelRequest) else 1 for m in messages)
+
+
+def _new_at_start(
+    messages: Sequence[ModelMessage], started: bool, stored: Sequence[ModelMessage]
+) -> list[ModelMessage]:
+    """What a run's first request holds that is not stored: what follows the newest message
+    equal to a stored one (a ``message_history`` from an earlier run is stored already). When
+    the conversation has begun, the agent's system prompts that Pydantic AI put in the new
+    request (it does so whenever a run starts without ``message_history``) are left out: the
+    conversation kept them when it began."""
+    known = {_key(m) for m in stored}
+    start = len(messages)
+    while start > 0 and _key(messages[start - 1]) not in known:
+        start -= 1
+    new = list(messages[start:])
+    if started and new and isinstance(new[-1], ModelRequest):
+        kept = [
+            p
+            for p in new[-1].parts
+            if not (isinstance(p, SystemPromptPart) and p.scope != "request")
+        ]
+        new[-1] = dataclasses.replace(new[-1], parts=kept)
+    return new
+
+
 class ChatledgerHistory(AbstractCapability[Any]):
     """A Pydantic AI capability that keeps an agent's history in a chatledger conversation.
 
-    Before each model request it stores the messages it has not handed out or stored (the new
-    user prompt, the previous step's reply and tool results) and replaces the request's
-    messages, and the run's history, with the conversation's window; after the run it stores
-    the final reply. Messages are told apart by identity: the window it hands out becomes the
-    run's history, so what a later request holds beyond those objects is what the run added.
-    Pass no ``message_history``: the conversation is the history (messages given there are
-    stored as new). ``for_run`` gives each run its own instance, so concurrent runs do not mix
-    their state (they do interleave their messages in one conversation).
+    Before each model request it stores the messages not stored yet (the new user prompt, the
+    previous step's reply and tool results) and replaces the request's messages, and the run's
+    history, with the conversation's window; after the run it stores the final reply. Within a
+    run, messages are told apart by identity (the window it hands out becomes the run's
+    history); at a run's start, by value, so a ``message_history`` that an earlier run gave
+    (``result.all_messages()``) is not stored twice, while one from elsewhere is stored as new.
+    ``for_run`` gives each run its own instance, so concurrent runs do not mix their state
+    (they do interleave their messages in one conversation). Identity does not survive durable
+    execution's process boundary: not for Temporal or DBOS workers.
     """
 
     def __init__(
@@ -433,6 +495,7 @@ class ChatledgerHistory(AbstractCapability[Any]):
         self.strategy = strategy
         self._known: dict[int, ModelMessage] = {}  # id() -> the message, kept alive
         self._history: list[ModelMessage] = []  # the run's history, from its last request
+        self._started = False  # whether this run's first request was stored
 
     def __repr__(self) -> str:
         return f"<ChatledgerHistory {self.conversation.id!r} strategy={self.strategy!r}>"
@@ -444,9 +507,31 @@ class ChatledgerHistory(AbstractCapability[Any]):
     async def for_run(self, ctx: RunContext[Any]) -> ChatledgerHistory:
         return ChatledgerHistory(self.conversation, self.strategy)
 
+    def _sync_first(self, conv: Conversation, messages: Sequence[ModelMessage]) -> None:
+        info = conv.refresh()
+        tail = []
+        if len(messages) > 1 and info.last_seq:
+            tail = conv.records(start=max(1, info.last_seq - _tail_size(messages) + 1))
+        new = _new_at_start(messages, info.last_seq > 0, from_openai(stored_pairs(tail)))
+        store_messages(conv, new)
+
     async def _store_unseen(self, messages: Sequence[ModelMessage]) -> None:
-        unseen = [m for m in messages if self._known.get(id(m)) is not m]
         conv = self.conversation
+        if not self._started:
+            self._started = True
+            if isinstance(conv, AsyncConversation):
+                info = await conv.refresh()
+                tail = []
+                if len(messages) > 1 and info.last_seq:
+                    start = max(1, info.last_seq - _tail_size(messages) + 1)
+                    tail = await conv.records(start=start)
+                stored = from_openai(stored_pairs(tail))
+                await astore_messages(conv, _new_at_start(messages, info.last_seq > 0, stored))
+            else:
+                await asyncio.to_thread(self._sync_first, conv, messages)
+            self._known.update({id(m): m for m in messages})
+            return
+        unseen = [m for m in messages if self._known.get(id(m)) is not m]
         if isinstance(conv, AsyncConversation):
             await astore_messages(conv, unseen)
         else:
@@ -485,7 +570,8 @@ class ChatledgerHistory(AbstractCapability[Any]):
     ) -> AgentRunResult[Any]:
         """Store what a failed run holds (a reply whose tool then crashed), so the next run
         continues from it: its open calls are closed as unanswered."""
-        await self._store_unseen(self._history)
+        if self._started:
+            await self._store_unseen(self._history)
         raise error
 
 
@@ -494,5 +580,6 @@ def chatledger_history(
 ) -> ChatledgerHistory:
     """The capability for ``Agent(capabilities=[...])`` that keeps the agent's history in
     ``conversation`` and sends the model ``strategy``'s window of it (the whole history without
-    one). Pydantic AI 2 runs history processors as capabilities; this one also stores."""
+    one). Pydantic AI 2 took ``history_processors=`` off ``Agent``: a history processor is a
+    capability now (``ProcessHistory``), and this one also stores what the run adds."""
     return ChatledgerHistory(conversation, strategy)
