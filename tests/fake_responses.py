@@ -324,7 +324,10 @@ def _response(script: FakeResponses, reply: ResponseReply, body: JSON) -> JSON:
         "service_tier": "default",
         "usage": {
             "input_tokens": input_tokens,
-            "input_tokens_details": {"cached_tokens": override.cached_tokens or 0},
+            "input_tokens_details": {
+                "cached_tokens": override.cached_tokens or 0,
+                "cache_write_tokens": 0,
+            },
             "output_tokens": output_tokens,
             "output_tokens_details": {"reasoning_tokens": reasoning},
             "total_tokens": input_tokens + output_tokens,
@@ -332,8 +335,69 @@ def _response(script: FakeResponses, reply: ResponseReply, body: JSON) -> JSON:
     }
 
 
+def _item_events(index: int, item: JSON) -> list[JSON]:
+    """One output item's events, in the API's order: added, its parts and deltas, done."""
+    where = {"item_id": item["id"], "output_index": index}
+    if item["type"] == "message":
+        text = item["content"][0]["text"]
+        empty = {"type": "output_text", "text": "", "annotations": []}
+        part = {**where, "content_index": 0}
+        events: list[JSON] = [
+            {
+                "type": "response.output_item.added",
+                "output_index": index,
+                "item": {**item, "status": "in_progress", "content": []},
+            },
+            {"type": "response.content_part.added", **part, "part": empty},
+        ]
+        events += [
+            {"type": "response.output_text.delta", **part, "delta": text[i : i + 6], "logprobs": []}
+            for i in range(0, len(text), 6)
+        ]
+        events += [
+            {"type": "response.output_text.done", **part, "text": text, "logprobs": []},
+            {"type": "response.content_part.done", **part, "part": item["content"][0]},
+        ]
+    elif item["type"] == "function_call":
+        events = [
+            {
+                "type": "response.output_item.added",
+                "output_index": index,
+                "item": {**item, "arguments": "", "status": "in_progress"},
+            },
+            {"type": "response.function_call_arguments.delta", **where, "delta": item["arguments"]},
+            {
+                "type": "response.function_call_arguments.done",
+                **where,
+                "arguments": item["arguments"],
+            },
+        ]
+    elif item["type"] == "reasoning":  # the encrypted content comes with the item's done
+        started = {k: v for k, v in item.items() if k != "encrypted_content"}
+        events = [
+            {
+                "type": "response.output_item.added",
+                "output_index": index,
+                "item": {**started, "summary": []},
+            }
+        ]
+        for n, summary in enumerate(item["summary"]):
+            part = {**where, "summary_index": n}
+            empty = {"type": "summary_text", "text": ""}
+            events += [
+                {"type": "response.reasoning_summary_part.added", **part, "part": empty},
+                {"type": "response.reasoning_summary_text.delta", **part, "delta": summary["text"]},
+                {"type": "response.reasoning_summary_text.done", **part, "text": summary["text"]},
+                {"type": "response.reasoning_summary_part.done", **part, "part": summary},
+            ]
+    else:
+        events = [{"type": "response.output_item.added", "output_index": index, "item": item}]
+    return [*events, {"type": "response.output_item.done", "output_index": index, "item": item}]
+
+
 def _events(response: JSON) -> list[JSON]:
-    """The stream of ``response``: created, each item added / its deltas / done, completed."""
+    """The stream of ``response`` as the API sends it: created, in_progress, each item's
+    events, then completed (or incomplete); every event numbered."""
     started = {
         **response,
         "status": "in_progress",
@@ -341,59 +405,12 @@ def _events(response: JSON) -> list[JSON]:
         "usage": None,
         "incomplete_details": None,
     }
-    events: list[JSON] = [{"type": "response.created", "response": started}]
+    events: list[JSON] = [
+        {"type": "response.created", "response": started},
+        {"type": "response.in_progress", "response": started},
+    ]
     for index, item in enumerate(response["output"]):
-        if item["type"] == "message":
-            events.append(
-                {
-                    "type": "response.output_item.added",
-                    "output_index": index,
-                    "item": {**item, "status": "in_progress", "content": []},
-                }
-            )
-            text = item["content"][0]["text"]
-            for piece in [text[i : i + 6] for i in range(0, len(text), 6)]:
-                events.append(
-                    {
-                        "type": "response.output_text.delta",
-                        "item_id": item["id"],
-                        "output_index": index,
-                        "content_index": 0,
-                        "delta": piece,
-                        "logprobs": [],
-                    }
-                )
-            events.append(
-                {
-                    "type": "response.output_text.done",
-                    "item_id": item["id"],
-                    "output_index": index,
-                    "content_index": 0,
-                    "text": text,
-                    "logprobs": [],
-                }
-            )
-        elif item["type"] == "function_call":
-            events.append(
-                {
-                    "type": "response.output_item.added",
-                    "output_index": index,
-                    "item": {**item, "arguments": "", "status": "in_progress"},
-                }
-            )
-            events.append(
-                {
-                    "type": "response.function_call_arguments.delta",
-                    "item_id": item["id"],
-                    "output_index": index,
-                    "delta": item["arguments"],
-                }
-            )
-        else:
-            events.append(
-                {"type": "response.output_item.added", "output_index": index, "item": item}
-            )
-        events.append({"type": "response.output_item.done", "output_index": index, "item": item})
+        events += _item_events(index, item)
     final = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
     events.append({"type": final, "response": response})
     for number, event in enumerate(events):

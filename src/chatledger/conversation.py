@@ -40,8 +40,6 @@ Messages: TypeAlias = list[ChatCompletionMessageParam]
 #: a ``stream=True`` response: ``openai.Stream`` for Conversation, ``openai.AsyncStream`` for
 #: AsyncConversation (one annotation, so that the twins keep one signature)
 Chunks: TypeAlias = Iterable[ChunkT] | AsyncIterable[ChunkT]
-#: a ``responses.create(stream=True)`` stream (AsyncConversation also reads a sync one)
-Events: TypeAlias = Iterable[Any] | AsyncIterable[Any]
 
 
 def _sent(w: Window) -> Messages:
@@ -201,8 +199,8 @@ class Conversation(_Shell):
         return self._run(ro.responses_request(self._h, strategy, tools, budget, instructions,
             params))[0]
 
-    def stream_response(self, stream: Events, *,
-            prompt_tokens: int | None = None) -> StreamRecorder[Any]:
+    def stream_response(self, stream: Chunks[ChunkT], *,
+            prompt_tokens: int | None = None) -> StreamRecorder[ChunkT]:
         """Wrap a ``responses.create(stream=True)`` stream: iterate it to pass the events on;
         the response is recorded when it completes, or what arrived when it breaks."""
         acc = ResponseAccumulator()
@@ -211,7 +209,7 @@ class Conversation(_Shell):
             response = acc.response(broken=broken)
             return None if response is None else self.record(response, prompt_tokens=prompt_tokens)
 
-        return StreamRecorder(acc.watch(cast(Iterable[Any], stream)), finish)
+        return StreamRecorder(acc.watch(cast(Iterable[ChunkT], stream)), finish)
 
     def _answer(self, out: op.ChatOutcome, choice: int
             ) -> ChatCompletion | StreamRecorder[ChatCompletionChunk]:
@@ -393,8 +391,8 @@ class AsyncConversation(_Shell):
         return (await self._run(ro.responses_request(self._h, strategy, tools, budget,
             instructions, params)))[0]
 
-    def stream_response(self, stream: Events, *,
-            prompt_tokens: int | None = None) -> AsyncStreamRecorder[Any]:
+    def stream_response(self, stream: Chunks[ChunkT], *,
+            prompt_tokens: int | None = None) -> AsyncStreamRecorder[ChunkT]:
         """Wrap a Responses stream (see :meth:`Conversation.stream_response`)."""
         acc = ResponseAccumulator()
 

@@ -15,11 +15,11 @@ import inspect
 import json
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from chatledger.completions import Reply, UsageFields, status_for
+from chatledger.completions import Reply, UsageFields, _cache_writes, status_for
 from chatledger.errors import InvalidArgumentError, InvalidParameterError
 
 __all__ = [
@@ -31,6 +31,8 @@ __all__ = [
     "parse_response",
     "responses_tools",
 ]
+
+T = TypeVar("T")
 
 #: the stored assistant message's metadata key that holds a Responses reply's output order
 METADATA_KEY = "chatledger.responses"
@@ -59,17 +61,64 @@ _REFUSED = {
 
 def _as_dict(value: object, name: str) -> dict[str, Any]:
     if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", exclude_none=True)
+        return value.model_dump(mode="json", exclude_none=True, warnings=False)
     if isinstance(value, Mapping):
         return dict(value)
     raise InvalidArgumentError(name, f"must be a Response or its dict, got {type(value).__name__}")
 
 
+def _field(value: object, name: str) -> Any:
+    return value.get(name) if isinstance(value, Mapping) else getattr(value, name, None)
+
+
+def _dict_or_none(value: object) -> dict[str, Any] | None:
+    return _as_dict(value, "") if isinstance(value, BaseModel | Mapping) else None
+
+
+def _is_event(value: object) -> bool:
+    return isinstance(value, BaseModel | Mapping) and str(_field(value, "type")).startswith(
+        "response."
+    )
+
+
+#: the SDK's live streams: reading one is I/O, which ``record`` does not do
+_LIVE = ("Stream", "AsyncStream", "ResponseStream", "AsyncResponseStream")
+
+
 def is_response(value: object) -> bool:
-    """Whether ``value`` is a Responses API ``Response`` (the SDK object or its dict)."""
-    if isinstance(value, BaseModel):
-        return getattr(value, "object", None) == "response"
-    return isinstance(value, Mapping) and value.get("object") == "response"
+    """Whether ``value`` is for :func:`parse_response`: a ``Response`` (the SDK object or its
+    dict), a stream event that carries one (``response.completed``), or a list of stream
+    events (any iterable but a mapping or a string: a live SDK stream is refused there)."""
+    if isinstance(value, BaseModel | Mapping):
+        return _field(value, "object") == "response" or (
+            _is_event(value) and _field(value, "response") is not None
+        )
+    return isinstance(value, Iterable | AsyncIterable) and not isinstance(value, str | bytes)
+
+
+def _events_response(value: object) -> object:
+    """The ``Response`` that ``value`` (see :func:`is_response`) is, or its events add up to."""
+    if isinstance(value, BaseModel | Mapping):
+        return value if _field(value, "object") == "response" else _field(value, "response")
+    if type(value).__name__ in _LIVE or not isinstance(value, Iterable):
+        raise InvalidArgumentError(
+            "completion",
+            f"is a live stream ({type(value).__name__}): wrap it with "
+            "conv.stream_response(stream), which records it as it is read",
+        )
+    acc = ResponseAccumulator()
+    for event in value:
+        if not _is_event(event):
+            raise InvalidArgumentError(
+                "completion",
+                "must be a ChatCompletion, a Response, a Response stream event or a list of "
+                f"them, got an iterable of {type(event).__name__}",
+            )
+        acc.add(event)
+    response = acc.response()
+    if response is None:
+        raise InvalidArgumentError("completion", "the events hold no response.created event")
+    return response
 
 
 # --- requests -----------------------------------------------------------------------------------
@@ -201,21 +250,32 @@ def _assistant_items(msg: Mapping[str, Any], kept: Mapping[str, Any] | None) -> 
             }
         return out if item_id is None else {**out, "id": item_id}
 
-    items: list[Any] = []
+    placed: list[tuple[str, Any]] = []  # (kind, item or None where nothing goes out)
     said = not text
     for entry in (kept or {}).get("output") or []:
         if not isinstance(entry, Mapping):
             continue
-        kind = entry.get("type")
+        kind = str(entry.get("type"))
+        item: Any = None
         if kind == "message" and not said:
-            items.append(message(entry.get("id")))
-            said = True
+            item, said = message(entry.get("id")), True
         elif kind in ("function_call", "custom_tool_call"):
             found = calls.pop(str(entry.get("call_id")), None)
-            if found is not None:
-                items.append(call(found, entry.get("id")))
+            item = None if found is None else call(found, entry.get("id"))
         elif kind in _KEPT_KINDS:
-            items.append(dict(entry))
+            item = dict(entry)
+        placed.append((kind, item))
+    # a reasoning item goes back only with the item that followed it (the API refuses it
+    # alone): one whose follower is gone (edited away, merged into the one message, or cut
+    # off in a broken stream and so without its id) is left out
+    followed = [
+        i + 1 < len(placed) and "id" in (placed[i + 1][1] or {}) for i in range(len(placed))
+    ]
+    items = [
+        item
+        for i, (kind, item) in enumerate(placed)
+        if item is not None and (kind != "reasoning" or followed[i])
+    ]
     if not said:
         items.insert(0, message(None))
     items.extend(call(c, None) for c in calls.values())
@@ -252,11 +312,30 @@ def instructions_text(messages: Sequence[Mapping[str, Any]]) -> str:
     return "\n\n".join(_text_of(m.get("content")) for m in messages)
 
 
+def _chat_part(part: Any) -> Any:
+    """A Responses input content part as the Chat Completions part it stands for."""
+    if not isinstance(part, Mapping):
+        return part
+    kind = part.get("type")
+    if kind == "input_text":
+        return {"type": "text", "text": part.get("text", "")}
+    if kind == "input_image" and part.get("image_url"):
+        image = {"url": part["image_url"]}
+        if part.get("detail") not in (None, "auto"):
+            image["detail"] = part["detail"]
+        return {"type": "image_url", "image_url": image}
+    if kind == "input_file":
+        keys = ("file_id", "file_data", "filename")
+        return {"type": "file", "file": {k: part[k] for k in keys if part.get(k) is not None}}
+    return part
+
+
 def chat_message(item: object) -> object:
     """An input item the caller appends, as the message it stands for: a
-    ``function_call_output`` is a tool message, a typed ``message`` item a plain message.
-    Anything else (a Chat Completions message) is returned as given."""
-    if not isinstance(item, Mapping) or "type" not in item:
+    ``function_call_output`` is a tool message, a ``message`` item (typed or not) with
+    ``input_text``/``input_image``/``input_file`` parts a plain message with text, image and
+    file parts. Anything else (a Chat Completions message) is returned as given."""
+    if not isinstance(item, Mapping):
         return item
     kind = item.get("type")
     if kind in ("function_call_output", "custom_tool_call_output"):
@@ -264,17 +343,16 @@ def chat_message(item: object) -> object:
         if isinstance(output, list):
             output = _text_of(output)
         return {"role": "tool", "tool_call_id": item.get("call_id"), "content": output}
-    if kind == "message" and item.get("role") in ("user", "system", "developer"):
-        content = item.get("content")
-        if isinstance(content, list):
-            content = [
-                {"type": "text", "text": p.get("text", "")}
-                if isinstance(p, Mapping) and p.get("type") == "input_text"
-                else p
-                for p in content
-            ]
-        return {"role": item["role"], "content": content}
-    return item
+    content = item.get("content")
+    typed = kind == "message" and item.get("role") in ("user", "system", "developer")
+    parts = isinstance(content, list) and any(
+        isinstance(p, Mapping) and str(p.get("type")).startswith("input_") for p in content
+    )
+    if not (typed or (kind is None and parts)):
+        return item
+    if isinstance(content, list):
+        content = [_chat_part(p) for p in content]
+    return {"role": item.get("role"), "content": content}
 
 
 # --- replies ------------------------------------------------------------------------------------
@@ -284,6 +362,14 @@ _INCOMPLETE = {"max_output_tokens": "length", "content_filter": "content_filter"
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _no_none(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _no_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_no_none(v) for v in value]
+    return value
 
 
 def _complete_arguments(arguments: Any) -> bool:
@@ -297,8 +383,9 @@ def _complete_arguments(arguments: Any) -> bool:
 def parse_response(response: object) -> Reply:
     """A ``Response`` as the assistant message to store, the items to keep beside it, and its
     usage. Function calls whose arguments never completed are dropped, as for a chat
-    completion, so the stored message is always one the API accepts back."""
-    data = _as_dict(response, "response")
+    completion, so the stored message is always one the API accepts back. ``response`` may
+    also be its final stream event or the list of its events (:func:`is_response`)."""
+    data = _as_dict(_events_response(response), "response")
     texts: list[str] = []
     refusals: list[str] = []
     calls: list[dict[str, Any]] = []
@@ -336,7 +423,8 @@ def parse_response(response: object) -> Reply:
             calls.append({"id": item["call_id"], "type": "custom", "custom": custom})
             order.append({"type": kind, "id": item.get("id"), "call_id": item["call_id"]})
         elif kind in _KEPT_KINDS:
-            order.append({k: v for k, v in item.items() if k != "status" or kind != "reasoning"})
+            kept = _no_none(item)  # as the SDK's dump leaves it: one reply, one stored form
+            order.append({k: v for k, v in kept.items() if k != "status" or kind != "reasoning"})
             kept_any = True
     message: dict[str, Any] = {"role": "assistant"}
     if texts or not (calls or refusals):
@@ -357,6 +445,7 @@ def parse_response(response: object) -> Reply:
     if dropped and status is None:
         status = "incomplete"
     usage = data.get("usage") or {}
+    input_details = usage.get("input_tokens_details") or {}
     reasoning = _int((usage.get("output_tokens_details") or {}).get("reasoning_tokens"))
     extra: dict[str, Any] = {"api": "responses"}
     if data.get("service_tier") is not None:
@@ -368,9 +457,10 @@ def parse_response(response: object) -> Reply:
         finish_reason=finish,
         prompt_tokens=_int(usage.get("input_tokens")),
         completion_tokens=_int(usage.get("output_tokens")),
-        cached_tokens=_int((usage.get("input_tokens_details") or {}).get("cached_tokens")),
+        cached_tokens=_int(input_details.get("cached_tokens")),
         reasoning_tokens=reasoning,
         estimated=not usage,
+        cache_write_tokens=_cache_writes(usage, input_details),
         extra=extra,
     )
     meta = None
@@ -389,28 +479,36 @@ def parse_response(response: object) -> Reply:
 class ResponseAccumulator:
     """Folds Responses stream events into the ``Response`` they add up to: the final
     ``response.completed`` (or ``incomplete``/``failed``) event's response when it came, else
-    what arrived (whole items, and text deltas of unfinished messages) marked incomplete."""
+    what arrived (finished items, and the text deltas of an unfinished message) marked
+    incomplete."""
 
     started: dict[str, Any] | None = None
     final: dict[str, Any] | None = None
     items: dict[int, dict[str, Any]] = field(default_factory=dict)
+    done: set[int] = field(default_factory=set)
     texts: dict[int, list[str]] = field(default_factory=dict)
     events: int = 0
 
     def add(self, event: object) -> None:
-        data = _as_dict(event, "event")
+        """Fold one event (the SDK's or its dict); only what it carries is converted, so a
+        text delta costs no copy."""
+        if not isinstance(event, BaseModel | Mapping):
+            raise InvalidArgumentError("event", f"must be a stream event, got {type(event)}")
         self.events += 1
-        kind = str(data.get("type") or "")
-        index = _int(data.get("output_index"))
-        if kind in ("response.created", "response.in_progress"):
-            self.started = data.get("response")
+        kind = str(_field(event, "type") or "")
+        index = _int(_field(event, "output_index"))
+        if kind in ("response.created", "response.in_progress", "response.queued"):
+            self.started = _dict_or_none(_field(event, "response"))
         elif kind in ("response.completed", "response.incomplete", "response.failed"):
-            self.final = data.get("response")
+            self.final = _dict_or_none(_field(event, "response"))
         elif kind in ("response.output_item.added", "response.output_item.done"):
-            if isinstance(data.get("item"), Mapping):
-                self.items[index] = dict(data["item"])
+            item = _dict_or_none(_field(event, "item"))
+            if item is not None:
+                self.items[index] = item
+                if kind.endswith(".done"):
+                    self.done.add(index)
         elif kind == "response.output_text.delta":
-            self.texts.setdefault(index, []).append(str(data.get("delta") or ""))
+            self.texts.setdefault(index, []).append(str(_field(event, "delta") or ""))
 
     def response(self, *, broken: bool = False) -> dict[str, Any] | None:
         """The response to record (None when not even its start arrived)."""
@@ -421,11 +519,14 @@ class ResponseAccumulator:
         output = []
         for index in sorted(self.items):
             item = self.items[index]
-            if item.get("type") == "message" and not item.get("content"):
+            if index in self.done:
+                output.append(item)
+            elif item.get("type") == "message":  # its text so far, sent back without its id
                 text = "".join(self.texts.get(index, []))
                 part = {"type": "output_text", "text": text, "annotations": []}
-                item = {**item, "content": [part]}
-            output.append(item)
+                output.append({"type": "message", "role": "assistant", "content": [part]})
+            elif item.get("type") not in _KEPT_KINDS:  # a call cut short: dropped, and counted
+                output.append(item)
         details = {"reason": "stream_broken" if broken else "stream_ended"}
         return {
             **self.started,
@@ -435,7 +536,7 @@ class ResponseAccumulator:
             "usage": None,
         }
 
-    def watch(self, stream: Iterable[Any]) -> Iterator[Any]:
+    def watch(self, stream: Iterable[T]) -> Iterator[T]:
         """Pass ``stream`` through, adding each event; closing it closes ``stream``."""
         try:
             for event in stream:
@@ -446,7 +547,7 @@ class ResponseAccumulator:
             if callable(close):
                 close()
 
-    async def awatch(self, stream: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[Any]:
+    async def awatch(self, stream: AsyncIterable[T] | Iterable[T]) -> AsyncIterator[T]:
         """The async :meth:`watch`; a sync stream (``openai.Stream``) is read as it is."""
         try:
             if isinstance(stream, AsyncIterable):

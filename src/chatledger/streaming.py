@@ -45,7 +45,7 @@ class StreamAccumulator:
 
     def add(self, chunk: object) -> None:
         data = (
-            chunk.model_dump(mode="json", exclude_none=True)
+            chunk.model_dump(mode="json", exclude_none=True, warnings=False)
             if isinstance(chunk, BaseModel)
             else dict(chunk)  # type: ignore[call-overload]
         )

@@ -7,10 +7,11 @@ types stop catching them.
 
 from __future__ import annotations
 
-from typing import assert_type
+from typing import Any, assert_type
 
-from openai import AsyncOpenAI, OpenAI
+from openai import AsyncOpenAI, AsyncStream, OpenAI, Stream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk, ChatCompletionMessageParam
+from openai.types.responses import ResponseStreamEvent
 
 import chatledger as cl
 from chatledger.streaming import AsyncStreamRecorder, StreamRecorder
@@ -49,8 +50,19 @@ def sync_turn(ledger: cl.Ledger, client: OpenAI) -> str | None:
     again = conv.regenerate(client)
     assert_type(again, ChatCompletion)
 
+    # the Responses API: kwargs for responses.create, the Response and its events recorded
+    kwargs = conv.responses_request(cl.TokenBudget(4000), instructions=True, store=False)
+    assert_type(kwargs, dict[str, Any])
+    assert_type(conv.record(client.responses.create(**kwargs)), cl.Recorded)
+    # (**kwargs makes the SDK's overloads answer Any: the stream's type is said once)
+    stream: Stream[ResponseStreamEvent] = client.responses.create(**kwargs, stream=True)
+    with conv.stream_response(stream) as events:
+        for event in events:
+            assert_type(event, ResponseStreamEvent)
+
     # wrong uses
     client.chat.completions.create(model="gpt-4o", messages=explained)  # type: ignore[call-overload]
+    _ = events.output_text  # type: ignore[attr-defined]
     _ = conv.chat(client, "x").choices[0].delta  # type: ignore[attr-defined]
     _ = conv.chat(client, "x", stream=True).choices  # type: ignore[attr-defined]
     return reply.choices[0].message.content
@@ -76,6 +88,13 @@ async def async_turn(ledger: cl.AsyncLedger, client: AsyncOpenAI) -> str | None:
         async for chunk in chunks:
             assert_type(chunk, ChatCompletionChunk)
     assert_type(await conv.regenerate(client, stream=False), ChatCompletion)
+
+    kwargs = await conv.responses_request(include=["reasoning.encrypted_content"])
+    assert_type(await conv.record(await client.responses.create(**kwargs)), cl.Recorded)
+    stream: AsyncStream[ResponseStreamEvent] = await client.responses.create(**kwargs, stream=True)
+    async with conv.stream_response(stream) as events:
+        async for event in events:
+            assert_type(event, ResponseStreamEvent)
 
     # wrong uses
     await client.chat.completions.create(model="gpt-4o", messages=explained)  # type: ignore[call-overload]
