@@ -25,8 +25,11 @@ flattens or drops, such as text blocks joined into one string or reasoning block
 message class, for chunks). So ``messages`` returns messages equal to those added, as
 LangChain's ``InMemoryChatMessageHistory`` does, for every value JSON can hold; a value it
 cannot (a tool ``artifact`` that is a DataFrame, say) is not stored, and tuples come back as
-lists. Anything the API would refuse (an unknown role, a ``name`` with spaces, a tool message
-answering no tool call) raises chatledger's ``InvalidMessageError`` and stores nothing.
+lists. The kept fields carry a digest of the stored message they were written with: a message
+changed since through chatledger (``conv.update(system=...)`` rewrites one in place) is read
+from its Chat Completions form alone, never with the old fields over the new content. Anything
+the API would refuse (an unknown role, a ``name`` with spaces, a tool message answering no tool
+call) raises chatledger's ``InvalidMessageError`` and stores nothing.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from chatledger.errors import MissingDependencyError
+from chatledger.errors import InvalidArgumentError, MissingDependencyError
 
 try:
     from langchain_core.chat_history import BaseChatMessageHistory
@@ -53,7 +56,12 @@ except ImportError as exc:  # the adapter needs the framework it adapts
     ) from None
 
 from chatledger.conversation import AsyncConversation, Conversation
-from chatledger.integrations.window_pairs import awindow_pairs, stored_pairs, window_pairs
+from chatledger.integrations.window_pairs import (
+    awindow_pairs,
+    message_digest,
+    stored_pairs,
+    window_pairs,
+)
 from chatledger.ledger import AsyncLedger, Ledger
 from chatledger.rows import ConversationInfo
 from chatledger.strategies import Strategy
@@ -61,6 +69,8 @@ from chatledger.strategies import Strategy
 __all__ = ["ChatledgerHistory", "from_openai", "to_openai"]
 
 META_KEY = "langchain"
+# the key, beside the kept fields, of the digest of the stored message they were written with
+DIGEST_KEY = "digest"
 # content blocks an AIMessage may carry that Chat Completions does not take back: reasoning,
 # and the Responses function calls that convert_to_openai_messages already turned into
 # tool_calls
@@ -82,7 +92,9 @@ def to_openai(message: BaseMessage) -> tuple[dict[str, Any], dict[str, Any] | No
     elif msg["role"] == "assistant" and isinstance(msg.get("content"), list):
         msg["content"] = _sendable_assistant_content(msg["content"])
     extras = _differences(message, _plain(msg))
-    return msg, ({META_KEY: extras} if extras else None)
+    if not extras:
+        return msg, None
+    return msg, {META_KEY: {**extras, DIGEST_KEY: message_digest(msg)}}
 
 
 def _sendable_assistant_content(parts: list[Any]) -> str | list[Any]:
@@ -128,12 +140,23 @@ def _plain(message: Mapping[str, Any]) -> BaseMessage:
 
 
 def from_openai(message: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> BaseMessage:
-    """A stored message (and its metadata) back as a LangChain message."""
+    """A stored message (and its metadata) back as a LangChain message. Kept fields written
+    for another version of the message (edited since) are ignored: the stored message wins."""
     base = _plain(message)
     extras = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
     if not isinstance(extras, Mapping) or not extras:
         return base
     fields = dict(extras)
+    digest = fields.pop(DIGEST_KEY, None)
+    if digest is not None and digest != message_digest(message):
+        return base
+    restored = _restored(base, fields)
+    if digest is None and not _gives_back(restored, message):
+        return base  # written before digests were kept, and edited since
+    return restored
+
+
+def _restored(base: BaseMessage, fields: dict[str, Any]) -> BaseMessage:
     kind = fields.pop("type", None)
     if isinstance(kind, str) and kind != base.type:
         with contextlib.suppress(ValueError, TypeError):  # a class this LangChain lacks
@@ -143,12 +166,22 @@ def from_openai(message: Mapping[str, Any], metadata: Mapping[str, Any] | None) 
     return base.model_copy(update={k: v for k, v in fields.items() if k in known})
 
 
+def _gives_back(restored: BaseMessage, message: Mapping[str, Any]) -> bool:
+    """Whether kept fields without a digest still belong to the stored message: the message
+    they restore converts back to it."""
+    try:
+        return message_digest(to_openai(restored)[0]) == message_digest(message)
+    except (ValueError, TypeError, KeyError):  # fields no converter takes back
+        return False
+
+
 class ChatledgerHistory(BaseChatMessageHistory):
     """A LangChain message history kept in a chatledger conversation.
 
     ``ledger`` is a :class:`~chatledger.Ledger` (sync methods; the async ones run them in a
     worker thread) or an :class:`~chatledger.AsyncLedger` (async methods only: the sync ones
-    raise ``TypeError``, since they cannot wait for the event loop). The conversation
+    raise :class:`~chatledger.InvalidArgumentError`, since they cannot wait for the event
+    loop). The conversation
     ``conversation_id`` is got or created on first use, with ``owner``, ``model`` and
     ``system`` as in ``ledger.conversation``.
 
@@ -173,8 +206,8 @@ class ChatledgerHistory(BaseChatMessageHistory):
     ) -> None:
         super().__init__()
         if not isinstance(ledger, (Ledger, AsyncLedger)):
-            raise TypeError(
-                f"ledger must be a chatledger Ledger or AsyncLedger, got {type(ledger).__name__}"
+            raise InvalidArgumentError(
+                "ledger", f"must be a chatledger Ledger or AsyncLedger, not {type(ledger).__name__}"
             )
         self.ledger, self.conversation_id, self.owner, self.model, self.system, self.strategy = (
             ledger,
@@ -190,9 +223,10 @@ class ChatledgerHistory(BaseChatMessageHistory):
 
     def _sync_ledger(self, method: str) -> Ledger:
         if isinstance(self.ledger, AsyncLedger):
-            raise TypeError(
-                f"ChatledgerHistory.{method} cannot run on an AsyncLedger: use the async "
-                "methods (aget_messages, aadd_messages, aclear), or give it a Ledger"
+            raise InvalidArgumentError(
+                "ledger",
+                f"is an AsyncLedger: ChatledgerHistory.{method} cannot run on it; use the async "
+                "methods (aget_messages, aadd_messages, aclear), or give it a Ledger",
             )
         return self.ledger
 
@@ -209,7 +243,9 @@ class ChatledgerHistory(BaseChatMessageHistory):
     async def aconversation(self) -> AsyncConversation:
         """The backing conversation of an AsyncLedger (see :meth:`conversation`)."""
         if not isinstance(self.ledger, AsyncLedger):
-            raise TypeError("aconversation() needs an AsyncLedger; use conversation()")
+            raise InvalidArgumentError(
+                "ledger", "is a Ledger: aconversation() needs an AsyncLedger; use conversation()"
+            )
         return await self.ledger.conversation(
             self.conversation_id, owner=self.owner, model=self.model, system=self.system
         )

@@ -1,13 +1,23 @@
 """LangChain 1.x agent middleware that keeps the agent's history in chatledger.
 
-:class:`ChatledgerMiddleware` is an ``AgentMiddleware`` for ``create_agent``::
+:class:`ChatledgerMiddleware` is an ``AgentMiddleware`` for ``create_agent``. One agent serves
+every user and thread: each run's conversation is its ``thread_id``, its owner what the
+``owner`` callable reads from the run's runtime::
 
     from chatledger.integrations.langchain_agents import ChatledgerMiddleware
 
-    conv = ledger.conversation("support-42", owner="user-7")
-    middleware = ChatledgerMiddleware(conv, cl.TokenBudget(8000))
-    agent = create_agent(model, tools, middleware=[middleware])
-    agent.invoke({"messages": [HumanMessage("Hi")]})
+    middleware = ChatledgerMiddleware(
+        ledger, cl.TokenBudget(8000), owner=lambda rt: rt.context.user_id, model="gpt-4o"
+    )
+    agent = create_agent(model, tools, middleware=[middleware], context_schema=Context)
+    agent.invoke(
+        {"messages": [HumanMessage("Hi")]},
+        {"configurable": {"thread_id": "support-42"}},
+        context=Context(user_id="user-7"),
+    )
+
+Given a conversation instead of a ledger (``ChatledgerMiddleware(conv, strategy)``), every run
+of the agent is kept in that one conversation.
 
 Before each model call (``wrap_model_call``) it stores the state's messages that are not stored
 yet (the new user input, the tool results of the previous step), then hands the model
@@ -30,16 +40,19 @@ reads the ids of the conversation's newest messages, as many as the state holds.
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
-from chatledger.errors import InvalidArgumentError, MissingDependencyError
+from chatledger.errors import ChatLedgerError, InvalidArgumentError, MissingDependencyError
 
 try:
     from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest
     from langchain.agents.middleware.types import ExtendedModelResponse, ModelResponse
     from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
+    from langgraph.config import get_config
     from langgraph.runtime import Runtime
 except ImportError as exc:  # the adapter needs the framework it adapts
     raise MissingDependencyError(
@@ -58,17 +71,58 @@ from chatledger.integrations.window_pairs import (
     close_unanswered,
     window_pairs,
 )
+from chatledger.ledger import AsyncLedger, Ledger
 from chatledger.rows import StoredMessage
 
 __all__ = ["ChatledgerMiddleware"]
 
 ModelResult = ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]
+#: what reads a run's owner or conversation id from its runtime
+Resolver = Callable[[Runtime[Any]], object]
+#: (owner, conversation id): which conversation a run is kept in
+Key = tuple[str | None, str]
+
+_UNSET: Any = object()
+# conversations whose stored ids are remembered (the ids save a read at the start of a run)
+_REMEMBERED = 256
+
+
+class _Known(NamedTuple):
+    """Ids of stored messages, complete for every message up to ``seq`` (None: nothing
+    known) that a state could still hold."""
+
+    ids: frozenset[str]
+    seq: int | None
+
+
+_NOTHING = _Known(frozenset(), None)
 
 
 def _stored_id(record: StoredMessage) -> str | None:
     extras = record.metadata.get(META_KEY) if isinstance(record.metadata, Mapping) else None
     value = extras.get("id") if isinstance(extras, Mapping) else None
     return value if isinstance(value, str) else None
+
+
+def _ids(records: Sequence[StoredMessage]) -> frozenset[str]:
+    return frozenset(i for i in map(_stored_id, records) if i is not None)
+
+
+def _unstored(messages: Sequence[BaseMessage], ids: frozenset[str]) -> list[BaseMessage]:
+    """The messages after the newest one known to be stored."""
+    start = len(messages)
+    while start > 0 and messages[start - 1].id not in ids:
+        start -= 1
+    return list(messages[start:])
+
+
+def _thread_id(runtime: Runtime[Any]) -> object:
+    """The run's ``thread_id`` (LangGraph keeps the config out of the runtime)."""
+    try:
+        configurable = get_config().get("configurable") or {}
+    except RuntimeError:  # not inside a graph run
+        return None
+    return configurable.get("thread_id")
 
 
 def _with_ids(response: ModelResult) -> ModelResult:
@@ -95,104 +149,226 @@ def _replies(response: ModelResult) -> list[BaseMessage]:
     return list(response.result)
 
 
+def _after_write(known: _Known, new: Sequence[BaseMessage], written: int, last_seq: int) -> _Known:
+    """What is known once ``new`` was stored as the ``written`` messages ending at
+    ``last_seq``: complete up to there only when the write directly followed what was known
+    complete (messages another worker wrote in between would be missing)."""
+    ids = known.ids | {m.id for m in new if m.id}
+    return _Known(ids, last_seq if known.seq == last_seq - written else known.seq)
+
+
 class ChatledgerMiddleware(AgentMiddleware):
     """Stores a ``create_agent`` run's messages in a chatledger conversation and gives the
     model the conversation's window.
 
-    ``conversation`` is a :class:`~chatledger.Conversation` (sync and async agents; the async
-    hooks run it in a worker thread) or an :class:`~chatledger.AsyncConversation` (async
-    agents only: ``ainvoke``/``astream``). ``strategy`` is what the model sees
-    (``cl.TokenBudget(8000)``, ``cl.StablePrefix(...)``, a list with ``cl.Summarize`` first);
-    None sends the whole stored history. The agent's ``system_prompt`` is sent ahead of the
-    window and is not stored: leave room for it in the budget (or give the conversation the
-    system prompt instead, and the agent none).
+    ``conversation`` is where runs are kept: a :class:`~chatledger.Ledger` or
+    :class:`~chatledger.AsyncLedger` keeps each run in its own conversation, so one agent
+    serves every user and thread; a :class:`~chatledger.Conversation` or
+    :class:`~chatledger.AsyncConversation` keeps every run in that one. Async flavours serve
+    async runs only (``ainvoke``/``astream``); the sync ones serve both (the async hooks run
+    them in a worker thread).
+
+    With a ledger, a run's conversation is ``(owner, id)``, opened (created on first use, with
+    ``model`` and ``system``) by each hook that reads or writes it:
+
+    - ``owner`` is required, so that it is never guessed: a callable of the run's ``Runtime``
+      (``lambda rt: rt.context.user_id``), one owner for every run, or None for conversations
+      with no owner. A run the callable gives no owner raises ``InvalidArgumentError`` before
+      anything is stored or sent.
+    - the id is the run's ``thread_id`` (``config={"configurable": {"thread_id": ...}}``), or
+      what ``conversation_id`` (a callable of the ``Runtime``) gives. A run without one raises
+      ``InvalidArgumentError``.
+
+    ``strategy`` is what the model sees (``cl.TokenBudget(8000)``, ``cl.StablePrefix(...)``,
+    a list with ``cl.Summarize`` first); None sends the whole stored history. The agent's
+    ``system_prompt`` is sent ahead of the window and is not stored: leave room for it in the
+    budget (or give the conversation the system prompt instead, and the agent none).
     """
 
     def __init__(
         self,
-        conversation: Conversation | AsyncConversation,
+        conversation: Conversation | AsyncConversation | Ledger | AsyncLedger,
         strategy: StrategyArg = None,
+        *,
+        owner: str | Resolver | None = _UNSET,
+        conversation_id: Resolver | None = None,
+        model: str | None = None,
+        system: str | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(conversation, (Conversation, AsyncConversation)):
+        self.ledger: Ledger | AsyncLedger | None = None
+        self.conversation: Conversation | AsyncConversation | None = None
+        if isinstance(conversation, (Ledger, AsyncLedger)):
+            _check_ledger_options(owner, conversation_id)
+            self.ledger = conversation
+        elif isinstance(conversation, (Conversation, AsyncConversation)):
+            given = {"owner": owner is not _UNSET, "conversation_id": conversation_id is not None}
+            given |= {"model": model is not None, "system": system is not None}
+            for name in (n for n, set_ in given.items() if set_):
+                raise InvalidArgumentError(
+                    name, "applies to a ledger; a conversation has its own (give the ledger)"
+                )
+            self.conversation = conversation
+        else:
             raise InvalidArgumentError(
                 "conversation",
-                "must be a chatledger Conversation or AsyncConversation, "
-                f"got {type(conversation).__name__}",
+                "must be a chatledger Conversation or AsyncConversation, or a Ledger or "
+                f"AsyncLedger to keep each thread in its own, got {type(conversation).__name__}",
             )
-        self.conversation = conversation
         self.strategy = strategy
-        self._stored: set[str] = set()  # ids of stored messages
-        self._seq: int | None = None  # the conversation's last_seq that _stored is complete to
+        self.owner: str | Resolver | None = None if owner is _UNSET else owner
+        self.conversation_id = conversation_id
+        self.model, self.system = model, system
+        self._known: OrderedDict[Key, _Known] = OrderedDict()  # per conversation, newest last
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"<ChatledgerMiddleware {self.conversation.id!r} strategy={self.strategy!r}>"
+        if self.conversation is not None:
+            where = repr(self.conversation.id)
+        else:
+            where = f"per thread owner={self.owner!r}"
+        return f"<ChatledgerMiddleware {where} strategy={self.strategy!r}>"
+
+    # --- which conversation a run is kept in ------------------------------------------------
+
+    def _key(self, runtime: Runtime[Any]) -> Key:
+        """The run's (owner, conversation id); raises before anything is stored when either
+        cannot be read."""
+        if self.conversation is not None:
+            return self.conversation.info.owner, self.conversation.id
+        cid = _resolve("conversation_id", self.conversation_id or _thread_id, runtime)
+        if isinstance(cid, int | uuid.UUID) and not isinstance(cid, bool):
+            cid = str(cid)
+        if not isinstance(cid, str) or not cid:
+            if self.conversation_id is None:
+                raise InvalidArgumentError(
+                    "thread_id",
+                    "this run has none, so it has no conversation: invoke the agent with "
+                    "config={'configurable': {'thread_id': <conversation id>}}, or give the "
+                    "middleware conversation_id=",
+                )
+            raise InvalidArgumentError(
+                "conversation_id", f"gave {cid!r} for this run, not a conversation id"
+            )
+        if self.owner is None or isinstance(self.owner, str):
+            return self.owner, cid
+        owner = _resolve("owner", self.owner, runtime)
+        if not isinstance(owner, str) or not owner:
+            raise InvalidArgumentError(
+                "owner",
+                f"the owner callable gave {owner!r} for this run, so nothing is stored: give "
+                "the run what it reads (invoke(..., context=...))",
+            )
+        return owner, cid
+
+    def _open(self, key: Key) -> tuple[Conversation, bool]:
+        """The run's conversation, and whether its state was just read."""
+        if self.conversation is not None:
+            if isinstance(self.conversation, AsyncConversation):
+                raise InvalidArgumentError(
+                    "conversation",
+                    "a sync agent cannot run on an AsyncConversation: run the agent with "
+                    "ainvoke/astream, or give the middleware a Conversation",
+                )
+            return self.conversation, False
+        if isinstance(self.ledger, AsyncLedger) or self.ledger is None:
+            raise InvalidArgumentError(
+                "conversation",
+                "a sync agent cannot run on an AsyncLedger: run the agent with ainvoke/astream, "
+                "or give the middleware a Ledger",
+            )
+        owner, cid = key
+        return self.ledger.conversation(
+            cid, owner=owner, model=self.model, system=self.system
+        ), True
+
+    async def _aopen(self, key: Key) -> tuple[Conversation | AsyncConversation, bool]:
+        """The async twin of :meth:`_open`."""
+        if self.conversation is not None:
+            return self.conversation, False
+        if not isinstance(self.ledger, AsyncLedger):
+            return await asyncio.to_thread(self._open, key)
+        owner, cid = key
+        opened = await self.ledger.conversation(
+            cid, owner=owner, model=self.model, system=self.system
+        )
+        return opened, True
 
     # --- which messages are new -------------------------------------------------------------
 
-    def _unstored(self, messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-        """The messages after the newest one known to be stored."""
-        start = len(messages)
-        while start > 0 and messages[start - 1].id not in self._stored:
-            start -= 1
-        return list(messages[start:])
+    def _recall(self, key: Key) -> _Known:
+        with self._lock:
+            return self._known.get(key, _NOTHING)
 
-    def _remember(self, records: Sequence[StoredMessage], seq: int) -> None:
-        self._stored |= {i for i in map(_stored_id, records) if i is not None}
-        self._seq = seq
+    def _keep(self, key: Key, known: _Known) -> None:
+        with self._lock:
+            self._known[key] = known
+            self._known.move_to_end(key)
+            while len(self._known) > _REMEMBERED:
+                self._known.popitem(last=False)
 
-    def _sync_conv(self, hook: str) -> Conversation:
-        if isinstance(self.conversation, AsyncConversation):
-            raise InvalidArgumentError(
-                "conversation",
-                f"{hook} cannot run on an AsyncConversation: run the agent with ainvoke/"
-                "astream, or give the middleware a Conversation",
-            )
-        return self.conversation
-
-    def _store(self, messages: Sequence[BaseMessage], *, check: bool = True) -> None:
+    def _store(
+        self,
+        conv: Conversation,
+        fresh: bool,
+        key: Key,
+        messages: Sequence[BaseMessage],
+        *,
+        check: bool = True,
+    ) -> None:
         """Store what follows the newest stored message. With ``check``, when the conversation
         moved since this middleware last wrote (a new middleware, another worker on the same
         thread), first read the ids of as many of its newest messages as the state holds."""
-        conv = self._sync_conv("a sync agent")
-        new = self._unstored(messages)
-        if new and check and self._seq != (info := conv.refresh()).last_seq:
-            first = max(1, info.last_seq - len(messages) + 1)
-            self._remember(conv.records(start=first), info.last_seq)
-            new = self._unstored(messages)
+        known = self._recall(key)
+        new = _unstored(messages, known.ids)
+        if new and check:
+            last = conv.info.last_seq if fresh else conv.refresh().last_seq
+            if known.seq != last:
+                read = conv.records(start=max(1, last - len(messages) + 1)) if last else []
+                known = _Known(known.ids | _ids(read), last)
+                self._keep(key, known)
+                new = _unstored(messages, known.ids)
         if new:
             pairs = close_unanswered(conv.info.pending_tool_calls, [to_openai(m) for m in new])
             conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
-            self._stored |= {m.id for m in new if m.id}
-            self._seq = conv.info.last_seq
+            self._keep(key, _after_write(known, new, len(pairs), conv.info.last_seq))
 
-    async def _astore(self, messages: Sequence[BaseMessage], *, check: bool = True) -> None:
+    async def _astore(
+        self,
+        conv: Conversation | AsyncConversation,
+        fresh: bool,
+        key: Key,
+        messages: Sequence[BaseMessage],
+        *,
+        check: bool = True,
+    ) -> None:
         """The async twin of :meth:`_store`."""
-        conv = self.conversation
         if not isinstance(conv, AsyncConversation):
-            await asyncio.to_thread(lambda: self._store(messages, check=check))
+            await asyncio.to_thread(lambda: self._store(conv, fresh, key, messages, check=check))
             return
-        new = self._unstored(messages)
-        if new and check and self._seq != (info := await conv.refresh()).last_seq:
-            first = max(1, info.last_seq - len(messages) + 1)
-            self._remember(await conv.records(start=first), info.last_seq)
-            new = self._unstored(messages)
+        known = self._recall(key)
+        new = _unstored(messages, known.ids)
+        if new and check:
+            last = conv.info.last_seq if fresh else (await conv.refresh()).last_seq
+            if known.seq != last:
+                read = await conv.records(start=max(1, last - len(messages) + 1)) if last else []
+                known = _Known(known.ids | _ids(read), last)
+                self._keep(key, known)
+                new = _unstored(messages, known.ids)
         if new:
             pairs = close_unanswered(conv.info.pending_tool_calls, [to_openai(m) for m in new])
             await conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
-            self._stored |= {m.id for m in new if m.id}
-            self._seq = conv.info.last_seq
+            self._keep(key, _after_write(known, new, len(pairs), conv.info.last_seq))
 
     # --- the window -------------------------------------------------------------------------
 
-    def _window(self) -> list[AnyMessage]:
-        pairs = window_pairs(self._sync_conv("a sync agent"), self.strategy)
+    def _window(self, conv: Conversation) -> list[AnyMessage]:
+        pairs = window_pairs(conv, self.strategy)
         return [cast(AnyMessage, from_openai(m, meta)) for m, meta in pairs]
 
-    async def _awindow(self) -> list[AnyMessage]:
-        conv = self.conversation
+    async def _awindow(self, conv: Conversation | AsyncConversation) -> list[AnyMessage]:
         if not isinstance(conv, AsyncConversation):
-            return await asyncio.to_thread(self._window)
+            return await asyncio.to_thread(self._window, conv)
         pairs = await awindow_pairs(conv, self.strategy)
         return [cast(AnyMessage, from_openai(m, meta)) for m, meta in pairs]
 
@@ -204,9 +380,11 @@ class ChatledgerMiddleware(AgentMiddleware):
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
     ) -> ModelResult:
         """Store what is new in the state, send the window, store the reply."""
-        self._store(request.state["messages"])
-        response = _with_ids(handler(request.override(messages=self._window())))
-        self._store([*request.state["messages"], *_replies(response)], check=False)
+        key = self._key(request.runtime)
+        conv, fresh = self._open(key)
+        self._store(conv, fresh, key, request.state["messages"])
+        response = _with_ids(handler(request.override(messages=self._window(conv))))
+        self._store(conv, True, key, [*request.state["messages"], *_replies(response)], check=False)
         return response
 
     async def awrap_model_call(
@@ -215,19 +393,55 @@ class ChatledgerMiddleware(AgentMiddleware):
         handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
     ) -> ModelResult:
         """The async twin of :meth:`wrap_model_call`."""
-        await self._astore(request.state["messages"])
-        response = _with_ids(await handler(request.override(messages=await self._awindow())))
-        await self._astore([*request.state["messages"], *_replies(response)], check=False)
+        key = self._key(request.runtime)
+        conv, fresh = await self._aopen(key)
+        await self._astore(conv, fresh, key, request.state["messages"])
+        response = _with_ids(await handler(request.override(messages=await self._awindow(conv))))
+        replied = [*request.state["messages"], *_replies(response)]
+        await self._astore(conv, True, key, replied, check=False)
         return response
 
     def after_agent(self, state: AgentState[Any], runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Store what the run ended with that no model call saw (a return_direct result)."""
-        self._store(state["messages"])
+        key = self._key(runtime)
+        if _unstored(state["messages"], self._recall(key).ids):
+            conv, fresh = self._open(key)
+            self._store(conv, fresh, key, state["messages"])
         return None
 
     async def aafter_agent(
         self, state: AgentState[Any], runtime: Runtime[Any]
     ) -> dict[str, Any] | None:
         """The async twin of :meth:`after_agent`."""
-        await self._astore(state["messages"])
+        key = self._key(runtime)
+        if _unstored(state["messages"], self._recall(key).ids):
+            conv, fresh = await self._aopen(key)
+            await self._astore(conv, fresh, key, state["messages"])
         return None
+
+
+def _check_ledger_options(owner: object, conversation_id: object) -> None:
+    if owner is _UNSET:
+        raise InvalidArgumentError(
+            "owner",
+            "is required with a ledger, so that it is never guessed: a callable of the run's "
+            "runtime (owner=lambda rt: rt.context.user_id), one owner for every run, or None "
+            "for conversations with no owner",
+        )
+    if owner is not None and not isinstance(owner, str) and not callable(owner):
+        raise InvalidArgumentError("owner", f"must be a callable, a string or None, got {owner!r}")
+    if conversation_id is not None and not callable(conversation_id):
+        raise InvalidArgumentError("conversation_id", "must be a callable of the run's runtime")
+
+
+def _resolve(name: str, resolver: Resolver, runtime: Runtime[Any]) -> object:
+    """What ``resolver`` reads from the run; its failure is a chatledger error, raised before
+    anything is stored."""
+    try:
+        return resolver(runtime)
+    except ChatLedgerError:
+        raise
+    except Exception as exc:
+        raise InvalidArgumentError(
+            name, f"could not be read for this run ({type(exc).__name__}: {exc})"
+        ) from exc

@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -85,6 +84,7 @@ from chatledger.integrations.window_pairs import (
     Pair,
     awindow_pairs,
     close_unanswered,
+    message_digest,
     stored_pairs,
     window_pairs,
 )
@@ -237,7 +237,8 @@ def to_openai(messages: Sequence[ModelMessage]) -> list[Pair]:
         where = f"messages[{index}]"
         if isinstance(message, ModelResponse):
             msg = _response_message(message, where)
-            out.append((msg, {META_KEY: {"message": _dump(message), "digest": _digest(msg)}}))
+            saved: dict[str, Any] = {"message": _dump(message), "digest": message_digest(msg)}
+            out.append((msg, {META_KEY: saved}))
             continue
         if not isinstance(message, ModelRequest):
             raise _refuse(where, message)
@@ -245,7 +246,7 @@ def to_openai(messages: Sequence[ModelMessage]) -> list[Pair]:
         for n, (i, part, riders) in enumerate(groups):
             msg = _request_message(part, f"{where}.parts[{i}]")
             alone = dataclasses.replace(message, parts=riders)
-            kept = {"message": _dump(alone), "continues": n > 0, "digest": _digest(msg)}
+            kept = {"message": _dump(alone), "continues": n > 0, "digest": message_digest(msg)}
             out.append((msg, {META_KEY: kept}))
     return out
 
@@ -284,21 +285,13 @@ def _stored(
     kept = metadata.get(META_KEY) if isinstance(metadata, Mapping) else None
     if not isinstance(kept, Mapping) or not isinstance(kept.get("message"), Mapping):
         return None
-    if kept.get("digest", _digest(message)) != _digest(message):
+    if kept.get("digest", message_digest(message)) != message_digest(message):
         return None
     try:
         loaded = ModelMessagesTypeAdapter.validate_python([kept["message"]])[0]
     except ValueError:  # pydantic's ValidationError is one
         return None
     return loaded, bool(kept.get("continues"))
-
-
-def _digest(message: Mapping[str, Any]) -> str:
-    """What tells an edited message from the one its metadata was written with (the store
-    leaves out a null ``content``)."""
-    fields = {k: v for k, v in message.items() if v is not None}
-    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _text(content: object) -> str:

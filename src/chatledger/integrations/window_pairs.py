@@ -4,7 +4,9 @@ open. Framework-free, so each adapter imports it without the others' packages.""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chatledger.conversation import AsyncConversation, Conversation
@@ -17,6 +19,7 @@ __all__ = [
     "Pair",
     "awindow_pairs",
     "close_unanswered",
+    "message_digest",
     "stored_pairs",
     "window_pairs",
 ]
@@ -25,6 +28,14 @@ __all__ = [
 Pair = tuple[dict[str, Any], dict[str, Any] | None]
 #: the content of a tool message closing a call that never got its result
 UNANSWERED = "[no result was recorded for this tool call]"
+
+
+def message_digest(message: Mapping[str, Any]) -> str:
+    """What tells an edited message from the one an adapter's kept fields were written with
+    (the store leaves out a null ``content``, so nulls do not count)."""
+    fields = {k: v for k, v in message.items() if v is not None}
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def stored_pairs(records: Sequence[StoredMessage]) -> list[Pair]:
