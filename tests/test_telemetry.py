@@ -306,6 +306,29 @@ def test_summarizer_call_is_a_child_span(ledger: AnyLedger, uid: str, otel: Otel
     assert otel.span("chatledger.window").status.status_code is StatusCode.UNSET
 
 
+def test_a_summarizers_own_spans_nest_under_its_summarize_span(
+    ledger: AnyLedger, uid: str, otel: Otel
+) -> None:
+    """A sync summarizer with a timeout runs on a pool thread (so the timeout can end the
+    wait); the caller's context goes with it, so what it traces (an LLM client's span) is a
+    child of ``chatledger.summarize``, not a trace of its own."""
+
+    def summarize(previous: str | None, messages: list[dict[str, Any]]) -> str:
+        with trace.get_tracer("a-summarizer").start_as_current_span("llm call"):
+            return f"{len(messages)} messages about numbers"
+
+    conv = ledger.conversation(uid)
+    conv.append(user("question " * 30))
+    for i in range(6):
+        conv.extend([assistant(f"answer {i} " * 30), user(f"question {i} " * 30)])
+    conv.window([cl.Summarize(summarize, trigger=200, keep=100, timeout=30)])
+    s = otel.span("chatledger.summarize")
+    inner = otel.span("llm call")
+    assert s.context is not None and inner.parent is not None
+    assert inner.parent.span_id == s.context.span_id
+    assert inner.context is not None and inner.context.trace_id == s.context.trace_id
+
+
 def test_metrics_count_tokens_cost_and_window_time(
     ledger: AnyLedger, uid: str, server: FakeOpenAI, client: openai.OpenAI, otel: Otel
 ) -> None:

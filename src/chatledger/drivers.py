@@ -15,6 +15,7 @@ calls wait their turn within their own timeout.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import copy
 import inspect
 import logging
@@ -23,6 +24,7 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -127,7 +129,10 @@ class _SummaryPool:
         self._unfinished = 0  # queued or running
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
+        """Run ``fn`` on a pool thread in the caller's context (its contextvars: the current
+        span, so a summarizer's own spans nest under ``chatledger.summarize``)."""
         future: Future[T] = Future()
+        fn = partial(contextvars.copy_context().run, fn)
         with self._lock:
             self._unfinished += 1
             if self._unfinished > self._threads and self._threads < self._size:
