@@ -312,6 +312,9 @@ def instructions_text(messages: Sequence[Mapping[str, Any]]) -> str:
     return "\n\n".join(_text_of(m.get("content")) for m in messages)
 
 
+_RESPONSES_PARTS = frozenset({"input_text", "input_image", "input_file"})
+
+
 def _chat_part(part: Any) -> Any:
     """A Responses input content part as the Chat Completions part it stands for."""
     if not isinstance(part, Mapping):
@@ -345,8 +348,9 @@ def chat_message(item: object) -> object:
         return {"role": "tool", "tool_call_id": item.get("call_id"), "content": output}
     content = item.get("content")
     typed = kind == "message" and item.get("role") in ("user", "system", "developer")
+    # parts only the Responses API has ("input_audio" is a Chat Completions part type too)
     parts = isinstance(content, list) and any(
-        isinstance(p, Mapping) and str(p.get("type")).startswith("input_") for p in content
+        isinstance(p, Mapping) and p.get("type") in _RESPONSES_PARTS for p in content
     )
     if not (typed or (kind is None and parts)):
         return item
