@@ -24,9 +24,10 @@ yet (the new user input, the tool results of the previous step), then hands the 
 chatledger's window of the conversation (``request.override(messages=...)``) instead of the
 state's messages; after the call it stores the model's reply. ``after_agent`` stores what a run
 ends with that no model call saw (a ``return_direct`` tool's result). The graph state itself is
-left as LangChain builds it: only what the model sees changes. When a run failed inside a
-tool, its reply with the calls is already stored; the next run first closes the calls still
-open with a tool message saying no result was recorded, as the API requires.
+left as LangChain builds it, but for a stamp on each message (below): only what the model sees
+changes. When a run failed inside a tool, its reply with the calls is already stored; the next
+run first closes the calls still open with a tool message saying no result was recorded, as
+the API requires.
 
 Each message is stored once. What is stored is recognised by the message ``id`` (LangGraph's
 ``add_messages`` gives every state message one; a reply without one is given one before it
@@ -35,6 +36,14 @@ enters the state), kept in the stored message's ``metadata["langchain"]`` as
 invocations, with or without a checkpointer, and across processes: when the conversation moved
 since the middleware last wrote (a new middleware, another worker serving the same thread), it
 reads the ids of the conversation's newest messages, as many as the state holds.
+
+A checkpointer keeps a thread's state by its ``thread_id`` alone, so another owner (or another
+conversation) sending the same thread id would get this one's state. So each state message the
+middleware stores is stamped, in the state, with its conversation's key (a hash of owner and
+id, in ``response_metadata``, which model integrations do not send and chatledger does not
+store), and a run whose state holds a message stamped for another conversation raises
+``InvalidArgumentError`` before anything is stored or sent; ``before_agent`` first takes the
+run's input back out of the state, so that the thread's own conversation never stores it.
 """
 
 from __future__ import annotations
@@ -51,9 +60,10 @@ from chatledger.errors import ChatLedgerError, InvalidArgumentError, MissingDepe
 try:
     from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest
     from langchain.agents.middleware.types import ExtendedModelResponse, ModelResponse
-    from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
+    from langchain_core.messages import AIMessage, AnyMessage, BaseMessage, RemoveMessage
     from langgraph.config import get_config
     from langgraph.runtime import Runtime
+    from langgraph.types import Command
 except ImportError as exc:  # the adapter needs the framework it adapts
     raise MissingDependencyError(
         exc.name or "langchain", "chatledger.integrations.langchain_agents"
@@ -72,6 +82,7 @@ from chatledger.integrations.window_pairs import (
     window_pairs,
 )
 from chatledger.ledger import AsyncLedger, Ledger
+from chatledger.params import conversation_cache_key
 from chatledger.rows import StoredMessage
 
 __all__ = ["ChatledgerMiddleware"]
@@ -81,6 +92,9 @@ ModelResult = ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]
 Resolver = Callable[[Runtime[Any]], object]
 #: (owner, conversation id): which conversation a run is kept in
 Key = tuple[str | None, str]
+
+#: the ``response_metadata`` key of a state message's stamp: its conversation's key
+STAMP_KEY = "chatledger_conversation"
 
 _UNSET: Any = object()
 # conversations whose stored ids are remembered (the ids save a read at the start of a run)
@@ -125,12 +139,87 @@ def _thread_id(runtime: Runtime[Any]) -> object:
     return configurable.get("thread_id")
 
 
-def _with_ids(response: ModelResult) -> ModelResult:
+def _stamp(key: Key) -> str:
+    """The conversation's key: a hash, so that the state holds neither owner nor id."""
+    return conversation_cache_key(*key)
+
+
+def _stamp_of(message: BaseMessage) -> object:
+    meta = message.response_metadata
+    return meta.get(STAMP_KEY) if isinstance(meta, Mapping) else None
+
+
+def _stamped(message: BaseMessage, stamp: str, **update: Any) -> BaseMessage:
+    return message.model_copy(
+        update={**update, "response_metadata": {**message.response_metadata, STAMP_KEY: stamp}}
+    )
+
+
+def _bare(message: BaseMessage) -> BaseMessage:
+    """The message as it is stored: without its stamp."""
+    meta = message.response_metadata
+    if not isinstance(meta, Mapping) or STAMP_KEY not in meta:
+        return message
+    kept = {k: v for k, v in meta.items() if k != STAMP_KEY}
+    return message.model_copy(update={"response_metadata": kept})
+
+
+def _check_stamps(messages: Sequence[BaseMessage], stamp: str) -> None:
+    """Refuse a state that holds messages stored in another conversation: the thread's
+    checkpoint is another owner's (or another conversation's), and nothing of it may be
+    stored here or shown to this run's model."""
+    if any(s is not None and s != stamp for s in map(_stamp_of, messages)):
+        raise InvalidArgumentError(
+            "thread_id",
+            "the agent's state for this run holds messages of another conversation (a thread "
+            "id reused across owners or conversations: a checkpointer keeps a thread's state "
+            "by its id alone), so nothing is stored or sent: give each owner's conversations "
+            "thread ids of their own",
+        )
+
+
+def _taken_back(messages: Sequence[BaseMessage], stamp: str) -> dict[str, Any] | None:
+    """When the state holds messages of another conversation, a state update removing the
+    unstamped ones at its end (this run's input): else the next run of that conversation
+    would store them, and show them to its model."""
+    stamps = [_stamp_of(m) for m in messages]
+    if all(s is None or s == stamp for s in stamps):
+        return None
+    last = max(i for i, s in enumerate(stamps) if s is not None)
+    removed = [RemoveMessage(id=m.id) for m in messages[last + 1 :] if m.id]
+    return {"messages": removed} if removed else None
+
+
+def _unstamped(messages: Sequence[BaseMessage], stamp: str) -> list[BaseMessage]:
+    """Stamped copies of the messages not stamped yet; their ids make ``add_messages``
+    replace the state's messages with them."""
+    return [_stamped(m, stamp) for m in messages if m.id and _stamp_of(m) != stamp]
+
+
+def _with_stamps(response: ModelResult, stamped: list[BaseMessage]) -> ModelResult:
+    """The response with a state update that puts ``stamped`` in the state."""
+    if not stamped:
+        return response
+    if isinstance(response, AIMessage):
+        response = ModelResponse([response], None)
+    if not isinstance(response, ExtendedModelResponse):
+        return ExtendedModelResponse(response, Command(update={"messages": stamped}))
+    command, update = response.command, {"messages": stamped}
+    if command is not None:
+        if not isinstance(command.update, dict):
+            return response  # nothing the factory builds: its layers' commands are apart
+        theirs = command.update.get("messages", [])
+        theirs = theirs if isinstance(theirs, list) else [theirs]
+        update = {**command.update, "messages": [*stamped, *theirs]}
+    return ExtendedModelResponse(response.model_response, Command(update=update))
+
+
+def _with_ids(response: ModelResult, stamp: str) -> ModelResult:
     """The model's reply with an id on every message, so the state and the store agree on
-    which message is which (``add_messages`` would give it a different one)."""
+    which message is which (``add_messages`` would give it a different one), and stamped."""
 
     def named(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-        return [m if m.id else m.model_copy(update={"id": str(uuid.uuid4())}) for m in messages]
+        return [_stamped(m, stamp, id=m.id or str(uuid.uuid4())) for m in messages]
 
     if isinstance(response, AIMessage):
         return named([response])[0]  # type: ignore[return-value]
@@ -329,7 +418,9 @@ class ChatledgerMiddleware(AgentMiddleware):
                 self._keep(key, known)
                 new = _unstored(messages, known.ids)
         if new:
-            pairs = close_unanswered(conv.info.pending_tool_calls, [to_openai(m) for m in new])
+            pairs = close_unanswered(
+                conv.info.pending_tool_calls, [to_openai(_bare(m)) for m in new]
+            )
             conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
             self._keep(key, _after_write(known, new, len(pairs), conv.info.last_seq))
 
@@ -356,7 +447,9 @@ class ChatledgerMiddleware(AgentMiddleware):
                 self._keep(key, known)
                 new = _unstored(messages, known.ids)
         if new:
-            pairs = close_unanswered(conv.info.pending_tool_calls, [to_openai(m) for m in new])
+            pairs = close_unanswered(
+                conv.info.pending_tool_calls, [to_openai(_bare(m)) for m in new]
+            )
             await conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
             self._keep(key, _after_write(known, new, len(pairs), conv.info.last_seq))
 
@@ -374,18 +467,32 @@ class ChatledgerMiddleware(AgentMiddleware):
 
     # --- hooks ------------------------------------------------------------------------------
 
+    def before_agent(self, state: AgentState[Any], runtime: Runtime[Any]) -> dict[str, Any] | None:
+        """Take a refused run's input back out of the thread's state (the model call then
+        refuses the run): the state's update commits, where an error would not."""
+        return _taken_back(state["messages"], _stamp(self._key(runtime)))
+
+    async def abefore_agent(
+        self, state: AgentState[Any], runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        """The async twin of :meth:`before_agent` (it does no I/O)."""
+        return self.before_agent(state, runtime)
+
     def wrap_model_call(
         self,
         request: ModelRequest[Any],
         handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
     ) -> ModelResult:
-        """Store what is new in the state, send the window, store the reply."""
+        """Store what is new in the state, send the window, store the reply; stamp what
+        was stored (a state update alongside the reply)."""
         key = self._key(request.runtime)
+        stamp, state = _stamp(key), request.state["messages"]
+        _check_stamps(state, stamp)
         conv, fresh = self._open(key)
-        self._store(conv, fresh, key, request.state["messages"])
-        response = _with_ids(handler(request.override(messages=self._window(conv))))
-        self._store(conv, True, key, [*request.state["messages"], *_replies(response)], check=False)
-        return response
+        self._store(conv, fresh, key, state)
+        response = _with_ids(handler(request.override(messages=self._window(conv))), stamp)
+        self._store(conv, True, key, [*state, *_replies(response)], check=False)
+        return _with_stamps(response, _unstamped(state, stamp))
 
     async def awrap_model_call(
         self,
@@ -394,30 +501,39 @@ class ChatledgerMiddleware(AgentMiddleware):
     ) -> ModelResult:
         """The async twin of :meth:`wrap_model_call`."""
         key = self._key(request.runtime)
+        stamp, state = _stamp(key), request.state["messages"]
+        _check_stamps(state, stamp)
         conv, fresh = await self._aopen(key)
-        await self._astore(conv, fresh, key, request.state["messages"])
-        response = _with_ids(await handler(request.override(messages=await self._awindow(conv))))
-        replied = [*request.state["messages"], *_replies(response)]
-        await self._astore(conv, True, key, replied, check=False)
-        return response
+        await self._astore(conv, fresh, key, state)
+        window = await self._awindow(conv)
+        response = _with_ids(await handler(request.override(messages=window)), stamp)
+        await self._astore(conv, True, key, [*state, *_replies(response)], check=False)
+        return _with_stamps(response, _unstamped(state, stamp))
 
     def after_agent(self, state: AgentState[Any], runtime: Runtime[Any]) -> dict[str, Any] | None:
-        """Store what the run ended with that no model call saw (a return_direct result)."""
+        """Store what the run ended with that no model call saw (a return_direct result),
+        and stamp it."""
         key = self._key(runtime)
-        if _unstored(state["messages"], self._recall(key).ids):
+        stamp, messages = _stamp(key), state["messages"]
+        _check_stamps(messages, stamp)
+        if _unstored(messages, self._recall(key).ids):
             conv, fresh = self._open(key)
-            self._store(conv, fresh, key, state["messages"])
-        return None
+            self._store(conv, fresh, key, messages)
+        stamped = _unstamped(messages, stamp)
+        return {"messages": stamped} if stamped else None
 
     async def aafter_agent(
         self, state: AgentState[Any], runtime: Runtime[Any]
     ) -> dict[str, Any] | None:
         """The async twin of :meth:`after_agent`."""
         key = self._key(runtime)
-        if _unstored(state["messages"], self._recall(key).ids):
+        stamp, messages = _stamp(key), state["messages"]
+        _check_stamps(messages, stamp)
+        if _unstored(messages, self._recall(key).ids):
             conv, fresh = await self._aopen(key)
-            await self._astore(conv, fresh, key, state["messages"])
-        return None
+            await self._astore(conv, fresh, key, messages)
+        stamped = _unstamped(messages, stamp)
+        return {"messages": stamped} if stamped else None
 
 
 def _check_ledger_options(owner: object, conversation_id: object) -> None:
