@@ -52,23 +52,25 @@ def test_another_owner_sending_a_checkpointed_thread_id_is_refused(
     with cl.Ledger(db_url) as ledger:
         model = WeatherModel()
         agent = shared_agent(ledger, model)
-        agent.invoke(turn("Oslo"), thread(uid), context=Context("alice"))
+        agent.invoke(turn("Oslo"), thread(uid), context=Context(f"alice-{uid}"))
         calls = len(model.seen)
 
         with pytest.raises(cl.InvalidArgumentError, match=REFUSED):
-            agent.invoke(turn("Rome"), thread(uid), context=Context("bob"), durability=durability)
+            agent.invoke(
+                turn("Rome"), thread(uid), context=Context(f"bob-{uid}"), durability=durability
+            )
         assert len(model.seen) == calls  # the model was not called
-        assert ledger.conversations(owner="bob") == []
-        assert contents(ledger.get(uid, owner="alice")) == asked("Oslo")
+        assert ledger.conversations(owner=f"bob-{uid}") == []
+        assert contents(ledger.get(uid, owner=f"alice-{uid}")) == asked("Oslo")
         # bob's input was taken back out of alice's state
         assert "Weather in Rome?" not in state_contents(agent, uid)
 
         # alice continues: her stamps match, and nothing of bob's reaches her conversation
-        agent.invoke(turn("Paris"), thread(uid), context=Context("alice"))
-        assert contents(ledger.get(uid, owner="alice")) == asked("Oslo", "Paris")
+        agent.invoke(turn("Paris"), thread(uid), context=Context(f"alice-{uid}"))
+        assert contents(ledger.get(uid, owner=f"alice-{uid}")) == asked("Oslo", "Paris")
         assert not any("Rome" in str(m.content) for seen in model.seen for m in seen)
         with pytest.raises(cl.InvalidArgumentError, match=REFUSED):
-            agent.invoke(turn("Rome"), thread(uid), context=Context("bob"))
+            agent.invoke(turn("Rome"), thread(uid), context=Context(f"bob-{uid}"))
 
 
 def test_the_stamp_stays_in_the_state(db_url: str, uid: str) -> None:
@@ -77,16 +79,16 @@ def test_the_stamp_stays_in_the_state(db_url: str, uid: str) -> None:
     with cl.Ledger(db_url) as ledger:
         model = WeatherModel()
         agent = shared_agent(ledger, model)
-        state = agent.invoke(turn("Oslo"), thread(uid), context=Context("alice"))
-        agent.invoke(turn("Paris"), thread(uid), context=Context("alice"))
+        state = agent.invoke(turn("Oslo"), thread(uid), context=Context(f"alice-{uid}"))
+        agent.invoke(turn("Paris"), thread(uid), context=Context(f"alice-{uid}"))
 
-        key = conversation_cache_key("alice", uid)
+        key = conversation_cache_key(f"alice-{uid}", uid)
         messages = agent.get_state(thread(uid)).values["messages"]
         assert len(messages) == 8
         assert [m.response_metadata.get(STAMP_KEY) for m in messages] == [key] * 8
         assert state["messages"][-1].response_metadata[STAMP_KEY] == key
         assert all(STAMP_KEY not in m.response_metadata for seen in model.seen for m in seen)
-        conv = ledger.get(uid, owner="alice")
+        conv = ledger.get(uid, owner=f"alice-{uid}")
         stored = json.dumps([conv.messages(), [r.metadata for r in conv.records()]])
         assert key not in stored and STAMP_KEY not in stored
 
@@ -95,7 +97,7 @@ def test_a_checkpoint_from_before_stamps_continues(db_url: str, uid: str) -> Non
     with cl.Ledger(db_url) as ledger:
         model = WeatherModel()
         agent = shared_agent(ledger, model)
-        agent.invoke(turn("Oslo"), thread(uid), context=Context("alice"))
+        agent.invoke(turn("Oslo"), thread(uid), context=Context(f"alice-{uid}"))
         # the checkpoint as an earlier chatledger left it: the same messages, unstamped
         messages = agent.get_state(thread(uid)).values["messages"]
         assert all(STAMP_KEY in m.response_metadata for m in messages)
@@ -115,9 +117,9 @@ def test_a_checkpoint_from_before_stamps_continues(db_url: str, uid: str) -> Non
             for m in agent.get_state(thread(uid)).values["messages"]
         )
 
-        agent.invoke(turn("Paris"), thread(uid), context=Context("alice"))
-        assert contents(ledger.get(uid, owner="alice")) == asked("Oslo", "Paris")
-        key = conversation_cache_key("alice", uid)
+        agent.invoke(turn("Paris"), thread(uid), context=Context(f"alice-{uid}"))
+        assert contents(ledger.get(uid, owner=f"alice-{uid}")) == asked("Oslo", "Paris")
+        key = conversation_cache_key(f"alice-{uid}", uid)
         after = agent.get_state(thread(uid)).values["messages"]
         assert [m.response_metadata.get(STAMP_KEY) for m in after] == [key] * 8
 
@@ -130,18 +132,18 @@ async def test_async_runs_are_refused_too(db_url: str, uid: str, flavour: str) -
     try:
         model = WeatherModel()
         agent = shared_agent(ledger, model)
-        await agent.ainvoke(turn("Oslo"), thread(uid), context=Context("alice"))
+        await agent.ainvoke(turn("Oslo"), thread(uid), context=Context(f"alice-{uid}"))
         calls = len(model.seen)
         with pytest.raises(cl.InvalidArgumentError, match=REFUSED):
-            await agent.ainvoke(turn("Rome"), thread(uid), context=Context("bob"))
+            await agent.ainvoke(turn("Rome"), thread(uid), context=Context(f"bob-{uid}"))
         assert len(model.seen) == calls
-        await agent.ainvoke(turn("Paris"), thread(uid), context=Context("alice"))
+        await agent.ainvoke(turn("Paris"), thread(uid), context=Context(f"alice-{uid}"))
         if isinstance(ledger, cl.AsyncLedger):
-            assert await ledger.conversations(owner="bob") == []
-            stored = await (await ledger.get(uid, owner="alice")).messages()
+            assert await ledger.conversations(owner=f"bob-{uid}") == []
+            stored = await (await ledger.get(uid, owner=f"alice-{uid}")).messages()
         else:
-            assert ledger.conversations(owner="bob") == []
-            stored = ledger.get(uid, owner="alice").messages()
+            assert ledger.conversations(owner=f"bob-{uid}") == []
+            stored = ledger.get(uid, owner=f"alice-{uid}").messages()
         assert [m.get("content") or "" for m in stored] == asked("Oslo", "Paris")
     finally:
         if isinstance(ledger, cl.AsyncLedger):
