@@ -77,6 +77,7 @@ from chatledger.integrations.langchain import (
     to_openai,
 )
 from chatledger.integrations.window_pairs import (
+    Pair,
     awindow_pairs,
     close_unanswered,
     window_pairs,
@@ -236,6 +237,17 @@ def _replies(response: ModelResult) -> list[BaseMessage]:
     if isinstance(response, ExtendedModelResponse):
         return list(response.model_response.result)
     return list(response.result)
+
+
+def _reread_from(last: int, held: int) -> int:
+    """The first seq to re-read: as many of the newest as the state holds."""
+    return max(1, last - held + 1)
+
+
+def _writes(pending: Sequence[str], new: Sequence[BaseMessage]) -> list[Pair]:
+    """What storing ``new`` writes: its messages as stored (without their stamps), after
+    closers for calls a failed run left open."""
+    return close_unanswered(pending, [to_openai(_bare(m)) for m in new])
 
 
 def _after_write(known: _Known, new: Sequence[BaseMessage], written: int, last_seq: int) -> _Known:
@@ -413,14 +425,12 @@ class ChatledgerMiddleware(AgentMiddleware):
         if new and check:
             last = conv.info.last_seq if fresh else conv.refresh().last_seq
             if known.seq != last:
-                read = conv.records(start=max(1, last - len(messages) + 1)) if last else []
+                read = conv.records(start=_reread_from(last, len(messages))) if last else []
                 known = _Known(known.ids | _ids(read), last)
                 self._keep(key, known)
                 new = _unstored(messages, known.ids)
         if new:
-            pairs = close_unanswered(
-                conv.info.pending_tool_calls, [to_openai(_bare(m)) for m in new]
-            )
+            pairs = _writes(conv.info.pending_tool_calls, new)
             conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
             self._keep(key, _after_write(known, new, len(pairs), conv.info.last_seq))
 
@@ -442,14 +452,13 @@ class ChatledgerMiddleware(AgentMiddleware):
         if new and check:
             last = conv.info.last_seq if fresh else (await conv.refresh()).last_seq
             if known.seq != last:
-                read = await conv.records(start=max(1, last - len(messages) + 1)) if last else []
+                start = _reread_from(last, len(messages))
+                read = await conv.records(start=start) if last else []
                 known = _Known(known.ids | _ids(read), last)
                 self._keep(key, known)
                 new = _unstored(messages, known.ids)
         if new:
-            pairs = close_unanswered(
-                conv.info.pending_tool_calls, [to_openai(_bare(m)) for m in new]
-            )
+            pairs = _writes(conv.info.pending_tool_calls, new)
             await conv.extend([m for m, _ in pairs], metadata=[meta for _, meta in pairs])
             self._keep(key, _after_write(known, new, len(pairs), conv.info.last_seq))
 
